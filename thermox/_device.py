@@ -1,0 +1,117 @@
+"""``AnalogDevice``: the non-idealities of one thermodynamic solver chip, applied where the hardware applies them."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+from ._drift import AbstractDrift, DenseDrift, EigenDrift
+from ._quantize import convert
+
+
+def _concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+class AnalogDevice(eqx.Module):
+    """A thermodynamic (OU) solver chip. The defaults describe an ideal device: no noise, no quantization.
+
+    Protocol of one solve: inputs (``b``, and a given start state) go through the DAC; the drift matrix
+    is programmed into the coupling array (quantized to ``coupling_bits`` and perturbed by the chip's
+    fixed ``mismatch``); the node voltages evolve by ``dx = -(A x - b) dt/tau + sqrt(2 kappa0/tau) dW``,
+    held inside ``[-saturation, saturation]`` when set; after the run time they are read through the ADC.
+
+    Attributes:
+        tau: time constant R*C of a cell, seconds (1 kOhm x 1 nF = 1 us). Run times are given in units of tau.
+        kappa0: noise temperature, volts^2; the stationary covariance is ``kappa0 A^-1``.
+        dac_bits: input converter resolution (None: ideal).
+        dac_range: DAC full-scale amplitude in volts (None: auto-ranged by a digital gain per transfer).
+        adc_bits: output converter resolution (None: ideal).
+        adc_range: ADC full-scale amplitude in volts (None: auto-ranged).
+        coupling_bits: resolution of each programmed coupling (None: ideal), auto-ranged by max |A_ij|.
+        mismatch: relative standard deviation of the fixed per-chip error of each programmed coupling.
+        key: the chip's identity: the PRNG key its mismatch pattern is drawn from (needed if mismatch > 0).
+        capacity: number of cells (None: unlimited); a larger problem is refused.
+        saturation: rail voltage bounding every node (None: unbounded); needs the diffrax path.
+    """
+
+    tau: float | Float[Array, ""] = 1e-6
+    kappa0: float | Float[Array, ""] = 0.0
+    dac_bits: int | None = eqx.field(default=None, static=True)
+    dac_range: float | None = eqx.field(default=None, static=True)
+    adc_bits: int | None = eqx.field(default=None, static=True)
+    adc_range: float | None = eqx.field(default=None, static=True)
+    coupling_bits: int | None = eqx.field(default=None, static=True)
+    mismatch: float | Float[Array, ""] = 0.0
+    key: PRNGKeyArray | None = None
+    capacity: int | None = eqx.field(default=None, static=True)
+    saturation: float | None = eqx.field(default=None, static=True)
+
+    def __check_init__(self):
+        for name in ("dac_bits", "adc_bits", "coupling_bits"):
+            bits = getattr(self, name)
+            if bits is not None and (not isinstance(bits, int) or bits < 1):
+                raise ValueError(f"AnalogDevice.{name} must be an integer >= 1 or None, got {bits!r}")
+        for name in ("dac_range", "adc_range", "saturation"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"AnalogDevice.{name} must be > 0 or None, got {value!r}")
+        if self.capacity is not None and (not isinstance(self.capacity, int) or self.capacity < 1):
+            raise ValueError(f"AnalogDevice.capacity must be an integer >= 1 or None, got {self.capacity!r}")
+        checks = (("tau", lambda v: v > 0, "> 0"), ("kappa0", lambda v: v >= 0, ">= 0"),
+                  ("mismatch", lambda v: v >= 0, ">= 0"))
+        for name, ok, what in checks:
+            value = getattr(self, name)
+            if _concrete(value) and not (bool(jnp.isfinite(value)) and bool(ok(value))):
+                raise ValueError(f"AnalogDevice.{name} must be finite and {what}, got {value!r}")
+        if _concrete(self.mismatch) and self.mismatch > 0 and self.key is None:
+            raise ValueError("AnalogDevice.mismatch > 0 needs key= (the chip's PRNG key its errors are drawn from)")
+
+    @property
+    def is_ideal_couplings(self) -> bool:
+        """True when the programmed drift equals the requested one."""
+        return self.coupling_bits is None and (_concrete(self.mismatch) and self.mismatch == 0)
+
+    def check_capacity(self, n: int) -> None:
+        """Refuse a problem of ``n`` variables that does not fit the chip's cells."""
+        if self.capacity is not None and n > self.capacity:
+            raise ValueError(
+                f"thermox: problem dimension n={n} exceeds the device capacity of {self.capacity} cells; "
+                "use a larger device (capacity=None is unlimited) or split the problem"
+            )
+
+    def dac(self, x: Float[ArrayLike, "..."]) -> Float[Array, "..."]:
+        """Digital-to-analog conversion of inputs (right-hand side, start state)."""
+        return convert(x, self.dac_bits, self.dac_range)
+
+    def adc(self, x: Float[ArrayLike, "..."]) -> Float[Array, "..."]:
+        """Analog-to-digital conversion of the node voltages read out."""
+        return convert(x, self.adc_bits, self.adc_range)
+
+    def mismatch_pattern(self, n: int, dtype) -> Float[Array, "n n"]:
+        """The chip's fixed relative coupling errors: symmetric, unit-variance entries, from ``key``."""
+        draws = jr.normal(self.key, (n, n), dtype)
+        upper = jnp.triu(draws)
+        return upper + jnp.triu(draws, 1).T
+
+    def program(self, drift: AbstractDrift) -> AbstractDrift:
+        """The drift the couplings actually realise: quantized to ``coupling_bits``, times ``1 + mismatch E``."""
+        if self.is_ideal_couplings:
+            return drift
+        if isinstance(drift, EigenDrift):
+            raise ValueError(
+                "thermox: coupling_bits / mismatch act on the programmed matrix entries; pass the dense "
+                "matrix, not a precomputed EigenDrift"
+            )
+        if not isinstance(drift, DenseDrift):
+            raise ValueError(
+                "thermox: coupling_bits / mismatch need a dense drift matrix (the programmed couplings); "
+                f"got a matrix-free {type(drift).__name__}"
+            )
+        matrix = convert(drift.matrix, self.coupling_bits, None)
+        if self.key is not None:
+            matrix = matrix * (1.0 + self.mismatch * self.mismatch_pattern(matrix.shape[0], matrix.dtype))
+        return DenseDrift(matrix)

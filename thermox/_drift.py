@@ -1,0 +1,203 @@
+"""Drift matrices of the OU device: dense, eigendecomposed, low-rank plus shift, or matrix-free.
+
+Each drift ``A`` (symmetric positive definite, dimensionless in units of 1/tau) knows its matvec and how to
+apply a scalar function ``f(A)`` to vectors (the columns of a matrix), which is all the exact law needs.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+from jaxtyping import Array, ArrayLike, Float
+
+from ._krylov import krylov_apply
+from ._spectral import ScalarFn
+
+
+def _columnwise(fn, x):
+    """Apply a vector function to a vector, or to each column of a matrix."""
+    if x.ndim == 1:
+        return fn(x)
+    return jax.vmap(fn, in_axes=1, out_axes=1)(x)
+
+
+class AbstractDrift(eqx.Module):
+    """A symmetric positive definite drift operator of size ``n``."""
+
+    @property
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Dimension n (number of device cells)."""
+
+    @abc.abstractmethod
+    def matvec(self, v: Float[Array, " n"]) -> Float[Array, " n"]:
+        """``A v`` for one vector."""
+
+    def mv(self, x: Float[Array, "n *k"]) -> Float[Array, "n *k"]:
+        """``A x`` for a vector or, column by column, a matrix."""
+        return _columnwise(self.matvec, x)
+
+    def apply_fn(self, fn: ScalarFn, x: Float[Array, "n *k"], *, krylov_dim: int, krylov_rtol: float):
+        """``f(A) x`` by Lanczos from the matvec alone (the matrix-free exact path)."""
+        dim = min(krylov_dim, self.size)
+        return _columnwise(
+            lambda v: krylov_apply(self.matvec, fn, v, dim=dim, rtol=krylov_rtol), x
+        )
+
+
+class DenseDrift(AbstractDrift):
+    """A dense symmetric drift matrix (what the device's coupling array is programmed with)."""
+
+    matrix: Float[Array, "n n"]
+
+    @property
+    def size(self) -> int:
+        return self.matrix.shape[0]
+
+    def matvec(self, v):
+        return self.matrix @ v
+
+    def mv(self, x):
+        return self.matrix @ x
+
+    def eigen(self) -> "EigenDrift":
+        """One symmetric eigendecomposition (``eigh``), reusable across calls."""
+        return EigenDrift.from_matrix(self.matrix)
+
+
+class EigenDrift(AbstractDrift):
+    """``A = V diag(w) V^T`` from one ``eigh``; ``f(A) x = V (f(w) * V^T x)`` is then exact and O(n^2).
+
+    Build once with :meth:`from_matrix` and pass it wherever a drift is accepted to reuse the
+    decomposition across solves with the same matrix.
+    """
+
+    eigenvalues: Float[Array, " n"]
+    eigenvectors: Float[Array, "n n"]
+
+    @classmethod
+    def from_matrix(cls, matrix: Float[ArrayLike, "n n"]) -> "EigenDrift":
+        matrix = check_symmetric(jnp.asarray(matrix))
+        w, V = jnp.linalg.eigh(matrix)
+        w = eqx.error_if(
+            w, w[0] <= 0, "thermox: the drift matrix is not positive definite (smallest eigenvalue <= 0)"
+        )
+        return cls(w, V)
+
+    @property
+    def size(self) -> int:
+        return self.eigenvalues.shape[0]
+
+    def matvec(self, v):
+        return self.eigenvectors @ (self.eigenvalues * (self.eigenvectors.T @ v))
+
+    def mv(self, x):
+        w = self.eigenvalues if x.ndim == 1 else self.eigenvalues[:, None]
+        return self.eigenvectors @ (w * (self.eigenvectors.T @ x))
+
+    def apply_fn(self, fn, x, **_):
+        f = fn(self.eigenvalues)
+        f = f if x.ndim == 1 else f[:, None]
+        return self.eigenvectors @ (f * (self.eigenvectors.T @ x))
+
+
+class LowRankDrift(AbstractDrift):
+    """``A = shift I + W W^T`` with ``W`` (n x r) given by its products; exact and never n x n.
+
+    With ``W^T W = Q diag(s) Q^T`` (an r x r ``eigh``) and ``U = W Q diag(s)^-1/2`` (orthonormal columns),
+    ``f(A) x = f(shift) x + U (f(shift + s) - f(shift)) U^T x``: two products with ``W`` per call.
+    This is the structure of a damped Gauss-Newton matrix ``J^T H J / b + damping I``.
+
+    Attributes:
+        shift: the positive scalar (damping) added to the identity.
+        gram: ``W^T W``, r x r symmetric positive semi-definite.
+        factor: ``c -> W c`` (r -> n), linear.
+        factor_transpose: ``v -> W^T v`` (n -> r), linear.
+    """
+
+    shift: Float[Array, ""]
+    gram: Float[Array, "r r"]
+    factor: Callable = eqx.field(static=False)
+    factor_transpose: Callable = eqx.field(static=False)
+    n: int = eqx.field(static=True)
+
+    @property
+    def size(self) -> int:
+        return self.n
+
+    def matvec(self, v):
+        return self.shift * v + self.factor(self.factor_transpose(v))
+
+    def mv(self, x):
+        return self.shift * x + _columnwise(lambda v: self.factor(self.factor_transpose(v)), x)
+
+    def apply_fn(self, fn, x, **_):
+        s, Q = jnp.linalg.eigh(self.gram)
+        s = jnp.maximum(s, 0.0)
+        kept = s > jnp.finfo(s.dtype).eps * jnp.maximum(jnp.max(s), jnp.finfo(s.dtype).tiny) * s.shape[0]
+        inv_sqrt = jnp.where(kept, 1.0 / jnp.sqrt(jnp.where(kept, s, 1.0)), 0.0)
+        f_shift = fn(self.shift)
+        gain = jnp.where(kept, fn(self.shift + s) - f_shift, 0.0) * inv_sqrt * inv_sqrt
+
+        def one(v):
+            coords = Q.T @ self.factor_transpose(v)
+            return f_shift * v + self.factor(Q @ (gain * coords))
+
+        return _columnwise(one, x)
+
+
+class OperatorDrift(AbstractDrift):
+    """A matrix-free drift known only through ``v -> A v`` (a matvec or a lineax operator)."""
+
+    operator: Callable
+    n: int = eqx.field(static=True)
+
+    @property
+    def size(self) -> int:
+        return self.n
+
+    def matvec(self, v):
+        return self.operator(v)
+
+
+def check_symmetric(matrix: Float[Array, "n n"]) -> Float[Array, "n n"]:
+    """Shape check (static) and a run-time check of finiteness and symmetry of a dense drift."""
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"thermox: the drift matrix must be square, got shape {matrix.shape}")
+    matrix = eqx.error_if(
+        matrix, ~jnp.all(jnp.isfinite(matrix)), "thermox: the drift matrix has non-finite entries"
+    )
+    asym = jnp.max(jnp.abs(matrix - matrix.T))
+    scale = jnp.max(jnp.abs(matrix))
+    tol = 1e3 * jnp.finfo(matrix.dtype).eps * scale
+    return eqx.error_if(
+        matrix, asym > tol, "thermox: the drift matrix must be symmetric (|A - A^T| is not ~0)"
+    )
+
+
+def as_drift(A, n: int | None = None) -> AbstractDrift:
+    """Wrap what the user passed as a drift: an array, a lineax operator, a callable, or a drift.
+
+    Args:
+        A: a dense (n, n) array, an ``AbstractDrift``, a ``lineax.AbstractLinearOperator`` or a callable
+            ``v -> A v``.
+        n: the dimension, needed only for a bare callable (taken from the right-hand side).
+    """
+    if isinstance(A, AbstractDrift):
+        return A
+    if isinstance(A, lx.AbstractLinearOperator):
+        if A.in_size() != A.out_size():
+            raise ValueError(f"thermox: the drift operator must be square, got {A.out_size()}x{A.in_size()}")
+        if isinstance(A, lx.MatrixLinearOperator):
+            return DenseDrift(check_symmetric(A.as_matrix()))
+        return OperatorDrift(A.mv, A.in_size())
+    if callable(A):
+        if n is None:
+            raise ValueError("thermox: a callable drift needs the dimension (from the right-hand side)")
+        return OperatorDrift(A, n)
+    return DenseDrift(check_symmetric(jnp.asarray(A)))
