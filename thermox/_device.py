@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._drift import AbstractDrift, DenseDrift, EigenDrift
+from ._drift import AbstractDrift, DenseDrift, EigenDrift, LowRankDrift
 from ._quantize import convert
 
 
@@ -65,7 +68,7 @@ class AnalogDevice(eqx.Module):
                   ("mismatch", lambda v: v >= 0, ">= 0"))
         for name, ok, what in checks:
             value = getattr(self, name)
-            if _concrete(value) and not (bool(jnp.isfinite(value)) and bool(ok(value))):
+            if _concrete(value) and not (bool(np.isfinite(value)) and bool(ok(np.asarray(value)))):
                 raise ValueError(f"AnalogDevice.{name} must be finite and {what}, got {value!r}")
         if _concrete(self.mismatch) and self.mismatch > 0 and self.key is None:
             raise ValueError("AnalogDevice.mismatch > 0 needs key= (the chip's PRNG key its errors are drawn from)")
@@ -106,12 +109,22 @@ class AnalogDevice(eqx.Module):
                 "thermox: coupling_bits / mismatch act on the programmed matrix entries; pass the dense "
                 "matrix, not a precomputed EigenDrift"
             )
+        if isinstance(drift, LowRankDrift) and drift.matrix is not None:
+            return LowRankDrift.from_factor(drift.shift, self._program_array(drift.matrix, symmetric=False))
         if not isinstance(drift, DenseDrift):
             raise ValueError(
-                "thermox: coupling_bits / mismatch need a dense drift matrix (the programmed couplings); "
-                f"got a matrix-free {type(drift).__name__}"
+                "thermox: coupling_bits / mismatch need the programmed couplings: a dense drift matrix or a "
+                f"LowRankDrift.from_factor; got a matrix-free {type(drift).__name__}"
             )
-        matrix = convert(drift.matrix, self.coupling_bits, None)
-        if self.key is not None:
-            matrix = matrix * (1.0 + self.mismatch * self.mismatch_pattern(matrix.shape[0], matrix.dtype))
-        return DenseDrift(matrix)
+        return DenseDrift(self._program_array(drift.matrix, symmetric=True))
+
+    def _program_array(self, matrix: Float[Array, "n m"], *, symmetric: bool) -> Float[Array, "n m"]:
+        """Couplings as realised: quantized (auto-ranged) then times the chip's fixed ``1 + mismatch E``."""
+        matrix = convert(matrix, self.coupling_bits, None)
+        if self.key is None:
+            return matrix
+        if symmetric:
+            pattern = self.mismatch_pattern(matrix.shape[0], matrix.dtype)
+        else:
+            pattern = jr.normal(self.key, matrix.shape, matrix.dtype)
+        return matrix * (1.0 + self.mismatch * pattern)

@@ -112,19 +112,33 @@ class LowRankDrift(AbstractDrift):
     With ``W^T W = Q diag(s) Q^T`` (an r x r ``eigh``) and ``U = W Q diag(s)^-1/2`` (orthonormal columns),
     ``f(A) x = f(shift) x + U (f(shift + s) - f(shift)) U^T x``: two products with ``W`` per call.
     This is the structure of a damped Gauss-Newton matrix ``J^T H J / b + damping I``.
+    Build it from an explicit ``W`` with :meth:`from_factor` (then the device can program, i.e. quantize,
+    its entries) or from the products alone with the constructor.
 
     Attributes:
         shift: the positive scalar (damping) added to the identity.
         gram: ``W^T W``, r x r symmetric positive semi-definite.
         factor: ``c -> W c`` (r -> n), linear.
         factor_transpose: ``v -> W^T v`` (n -> r), linear.
+        n: the dimension.
+        matrix: the explicit ``W`` when known, else None.
     """
 
     shift: Float[Array, ""]
     gram: Float[Array, "r r"]
-    factor: Callable = eqx.field(static=False)
-    factor_transpose: Callable = eqx.field(static=False)
+    factor: Callable
+    factor_transpose: Callable
     n: int = eqx.field(static=True)
+    matrix: Float[Array, "n r"] | None = None
+
+    @classmethod
+    def from_factor(cls, shift: Float[ArrayLike, ""], W: Float[ArrayLike, "n r"]) -> "LowRankDrift":
+        """``shift I + W W^T`` from an explicit (n, r) factor."""
+        W = jnp.asarray(W)
+        if W.ndim != 2:
+            raise ValueError(f"thermox: a low-rank factor must be an (n, r) matrix, got shape {W.shape}")
+        W = eqx.error_if(W, ~jnp.all(jnp.isfinite(W)), "thermox: the low-rank factor has non-finite entries")
+        return cls(jnp.asarray(shift, W.dtype), W.T @ W, lambda c: W @ c, lambda v: W.T @ v, W.shape[0], W)
 
     @property
     def size(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import math
 from typing import Literal
 
 import diffrax
@@ -25,7 +27,7 @@ def check_time(value, name: str, *, allow_zero: bool = True):
         bad = ~jnp.isfinite(value) | (value < 0 if allow_zero else value <= 0)
         return eqx.error_if(value, bad, f"thermox: {name} must be finite and non-negative")
     value = float(value)
-    if not jnp.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"thermox: {name} must be finite and {'>=' if allow_zero else '>'} 0, got {value}")
     return value
 

@@ -1,0 +1,139 @@
+"""The optimizers users pick by name: TNGD, TNGD-Adam and the digital NGD baselines, as optax chains."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import diffrax
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray
+
+import thermox
+
+from ._curvature import CurvatureKind
+from ._losses import LossSpec
+from ._solvers import CGSolver, DenseSolver, ThermodynamicSolver, WoodburySolver
+from ._transform import NonFinitePolicy, scale_by_natural_gradient
+
+ScalarOrSchedule = float | Float[Array, ""] | optax.Schedule
+
+
+def _with_learning_rate(direction, learning_rate, momentum=None):
+    parts = [direction]
+    if momentum is not None:
+        parts.append(optax.trace(decay=momentum))
+    parts.append(optax.scale_by_learning_rate(learning_rate))
+    return optax.chain(*parts)
+
+
+def tngd(
+    learning_rate: ScalarOrSchedule,
+    *,
+    predict_fn: Callable,
+    loss: LossSpec,
+    damping: float = 0.01,
+    t: float = 50.0,
+    delay: float = 0.0,
+    device: thermox.AnalogDevice = thermox.AnalogDevice(),
+    key: PRNGKeyArray | None = None,
+    momentum: float | None = None,
+    curvature: CurvatureKind = "ggn",
+    reset: bool = False,
+    method: str = "auto",
+    dt: float = 0.1,
+    sde_solver: diffrax.AbstractSolver | None = None,
+    nonfinite: NonFinitePolicy = "skip",
+) -> optax.GradientTransformationExtraArgs:
+    r"""Thermodynamic natural-gradient descent (Donatella et al. 2024, Algorithm 1).
+
+    Each step the simulated device relaxes towards ``(G + damping I)^-1 g`` for ``t`` tau from its previous
+    state; its readout ``g~`` replaces the gradient in SGD (with optional heavy-ball ``momentum``):
+    ``theta <- theta - learning_rate g~``. ``t -> 0`` is SGD, ``t -> inf`` exact NGD. ``method="diffrax"`` with
+    ``dt=0.1`` and the default Euler solver is the paper's own Euler-Maruyama simulation; the default is the
+    exact law from the low-rank structure of ``G``. See :class:`ThermodynamicSolver` for ``delay`` and ``reset``
+    and :func:`scale_by_natural_gradient` for the rest. ``update`` needs ``batch=(inputs, targets)``.
+    """
+    solver = ThermodynamicSolver(device=device, t=t, delay=delay, reset=reset, method=method, dt=dt,
+                                 sde_solver=sde_solver)
+    direction = scale_by_natural_gradient(solver, predict_fn=predict_fn, loss=loss, damping=damping,
+                                          curvature=curvature, key=key, nonfinite=nonfinite)
+    return _with_learning_rate(direction, learning_rate, momentum)
+
+
+def tngd_adam(
+    learning_rate: ScalarOrSchedule,
+    *,
+    predict_fn: Callable,
+    loss: LossSpec,
+    damping: float = 1.0,
+    t: float = 0.4,
+    b1: float = 0.0,
+    b2: float = 0.0,
+    eps: float = 1e-8,
+    delay: float = 0.0,
+    device: thermox.AnalogDevice = thermox.AnalogDevice(),
+    key: PRNGKeyArray | None = None,
+    curvature: CurvatureKind = "ggn",
+    method: str = "auto",
+    dt: float = 0.02,
+    nonfinite: NonFinitePolicy = "skip",
+) -> optax.GradientTransformationExtraArgs:
+    """TNGD-Adam: the device's estimate ``g~`` fed to Adam in place of the gradient (the paper's QA runs used
+    ``b1 = b2 = 0``, the defaults here)."""
+    solver = ThermodynamicSolver(device=device, t=t, delay=delay, method=method, dt=dt)
+    direction = scale_by_natural_gradient(solver, predict_fn=predict_fn, loss=loss, damping=damping,
+                                          curvature=curvature, key=key, nonfinite=nonfinite)
+    return optax.chain(direction, optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+                       optax.scale_by_learning_rate(learning_rate))
+
+
+def ngd(
+    learning_rate: ScalarOrSchedule,
+    *,
+    predict_fn: Callable,
+    loss: LossSpec,
+    damping: float = 0.01,
+    curvature: CurvatureKind = "ggn",
+    key: PRNGKeyArray | None = None,
+    momentum: float | None = None,
+    nonfinite: NonFinitePolicy = "skip",
+) -> optax.GradientTransformationExtraArgs:
+    """Exact NGD: ``theta <- theta - learning_rate (G + damping I)^-1 g`` by a dense Cholesky solve (small N)."""
+    direction = scale_by_natural_gradient(DenseSolver(), predict_fn=predict_fn, loss=loss, damping=damping,
+                                          curvature=curvature, key=key, nonfinite=nonfinite)
+    return _with_learning_rate(direction, learning_rate, momentum)
+
+
+def ngd_woodbury(
+    learning_rate: ScalarOrSchedule,
+    *,
+    predict_fn: Callable,
+    loss: LossSpec,
+    damping: float = 0.01,
+    curvature: CurvatureKind = "ggn",
+    key: PRNGKeyArray | None = None,
+    momentum: float | None = None,
+    nonfinite: NonFinitePolicy = "skip",
+) -> optax.GradientTransformationExtraArgs:
+    """NGD through the Woodbury identity on the rank-(b dz) curvature: O(b^2 dz^2 N + b^3 dz^3)."""
+    direction = scale_by_natural_gradient(WoodburySolver(), predict_fn=predict_fn, loss=loss, damping=damping,
+                                          curvature=curvature, key=key, nonfinite=nonfinite)
+    return _with_learning_rate(direction, learning_rate, momentum)
+
+
+def ngd_cg(
+    learning_rate: ScalarOrSchedule,
+    *,
+    predict_fn: Callable,
+    loss: LossSpec,
+    damping: float = 0.01,
+    iterations: int = 10,
+    curvature: CurvatureKind = "ggn",
+    key: PRNGKeyArray | None = None,
+    momentum: float | None = None,
+    nonfinite: NonFinitePolicy = "skip",
+) -> optax.GradientTransformationExtraArgs:
+    """NGD-CG: ``iterations`` warm-started conjugate-gradient steps on matrix-free curvature products."""
+    direction = scale_by_natural_gradient(CGSolver(iterations), predict_fn=predict_fn, loss=loss,
+                                          damping=damping, curvature=curvature, key=key, nonfinite=nonfinite)
+    return _with_learning_rate(direction, learning_rate, momentum)

@@ -1,0 +1,103 @@
+r"""Curvature of a batch as ``G = W W^T`` (N x N, never formed): GGN, empirical Fisher, Monte-Carlo Fisher.
+
+With model outputs ``z_i = f(theta, x_i)`` (dz each), batch size b, output Jacobians ``J_i`` (dz x N) and the loss
+Hessian in the outputs ``H_i = L_i L_i^T``:
+
+- ``"ggn"``: ``G = (1/b) sum_i J_i^T H_i J_i``, ``W = [J_i^T L_i] / sqrt(b)`` (rank b dz). Exact Gauss-Newton for
+  softmax cross-entropy and MSE.
+- ``"empirical_fisher"``: ``G = (1/b) sum_i g_i g_i^T`` with per-example gradients ``g_i`` (rank b).
+- ``"mc_fisher"``: the same with ``g_i`` at a target sampled from the model's predictive distribution (rank b);
+  an unbiased estimate of the GGN for exponential-family losses at a cost of b per-example gradients.
+
+Parameters are any pytree; vectors here are its ``ravel_pytree`` flattening (length N).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+
+from ._losses import Loss
+
+CurvatureKind = Literal["ggn", "empirical_fisher", "mc_fisher"]
+CURVATURES = ("ggn", "empirical_fisher", "mc_fisher")
+
+
+class BatchCurvature:
+    """The curvature of one batch at ``params``, built lazily inside a trace.
+
+    ``factor()`` forms ``W`` (N x r) explicitly: one forward pass plus dz single-example reverse passes per
+    example for the GGN, one per-example gradient for the Fisher variants. ``matvec(v)`` is ``G v`` from one
+    Jacobian-vector and one vector-Jacobian product (2 model calls), never forming ``W``.
+    """
+
+    def __init__(
+        self,
+        kind: CurvatureKind,
+        predict_fn: Callable,
+        loss: Loss,
+        params: PyTree,
+        inputs: PyTree,
+        targets: Array,
+        key: PRNGKeyArray,
+    ):
+        if kind not in CURVATURES:
+            raise ValueError(f"unknown curvature {kind!r}; choose one of {CURVATURES}")
+        self.kind, self.loss, self.key = kind, loss, key
+        self.flat, self.unravel = ravel_pytree(params)
+        self.inputs, self.targets = inputs, targets
+        self.predict_fn = predict_fn
+        self.batch_size = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+
+    def outputs(self, flat: Float[Array, " N"]) -> Float[Array, "b dz"]:
+        return self.predict_fn(self.unravel(flat), self.inputs)
+
+    def _single_output(self, flat, x):
+        one = jax.tree_util.tree_map(lambda leaf: leaf[None], x)
+        return self.predict_fn(self.unravel(flat), one)[0]
+
+    def _per_example_grads(self, targets) -> Float[Array, "b N"]:
+        def grad_one(x, y):
+            return jax.grad(lambda p: self.loss(self._single_output(p, x), y))(self.flat)
+
+        return jax.vmap(grad_one)(self.inputs, targets)
+
+    def factor(self) -> Float[Array, "N r"]:
+        """``W`` with ``G = W W^T``."""
+        b = self.batch_size
+        if self.kind == "ggn":
+            jac = jax.vmap(lambda x: jax.jacrev(self._single_output)(self.flat, x))(self.inputs)  # b dz N
+            z = self.outputs(self.flat)
+            L = jax.vmap(self.loss.hessian_factor)(z, self.targets)  # b dz dz
+            W = jnp.einsum("icn,icd->nid", jac, L) / jnp.sqrt(b)
+            return W.reshape(W.shape[0], -1)
+        if self.kind == "empirical_fisher":
+            targets = self.targets
+        else:
+            z = self.outputs(self.flat)
+            keys = jr.split(self.key, b)
+            targets = jax.vmap(self.loss.sample_target)(keys, jax.lax.stop_gradient(z))
+        return self._per_example_grads(targets).T / jnp.sqrt(b)
+
+    def matvec_fn(self) -> Callable[[Float[Array, " N"]], Float[Array, " N"]]:
+        """``v -> G v``; for the GGN by linearizing the model once (1 JVP + 1 VJP per product)."""
+        if self.kind != "ggn":
+            W = self.factor()
+            return lambda v: W @ (W.T @ v)
+        b = self.batch_size
+        z, jvp = jax.linearize(self.outputs, self.flat)
+        vjp = jax.linear_transpose(jvp, self.flat)
+        L = jax.vmap(self.loss.hessian_factor)(z, self.targets)
+
+        def matvec(v):
+            Jv = jvp(v)
+            HJv = jnp.einsum("icd,ied,ie->ic", L, L, Jv)
+            (out,) = vjp(HJv / b)
+            return out
+
+        return matvec

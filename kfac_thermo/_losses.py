@@ -1,0 +1,80 @@
+"""Per-example losses on model outputs, with the output-space Hessian factor the GGN needs.
+
+Conventions (per example; the batch loss is the mean over examples):
+- ``"softmax_cross_entropy"``: ``-sum_c y_c log softmax(z)_c`` with integer labels (b,) or probabilities (b, dz).
+  Output Hessian ``H = diag(p) - p p^T = L L^T`` with ``L = diag(sqrt p) - p sqrt(p)^T``.
+- ``"mse"``: ``0.5 |z - y|^2`` (summed over outputs). ``H = I``.
+- a callable ``loss(z, y) -> scalar`` for one example: ``H`` by ``jax.hessian``, factored by ``eigh``
+  (negative eigenvalues clipped: the GGN keeps only the positive semi-definite part).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray
+
+LossSpec = Union[str, Callable[[Array, Array], Array]]
+LOSS_NAMES = ("softmax_cross_entropy", "mse")
+
+
+def _as_probabilities(y: Array, dz: int) -> Float[Array, " dz"]:
+    return jax.nn.one_hot(y, dz) if jnp.issubdtype(y.dtype, jnp.integer) else y
+
+
+class Loss:
+    """A named or user-given per-example loss with its GGN ingredients."""
+
+    def __init__(self, spec: LossSpec):
+        if isinstance(spec, str) and spec not in LOSS_NAMES:
+            raise ValueError(f"unknown loss {spec!r}; use one of {LOSS_NAMES} or a callable (outputs, targets)")
+        if not isinstance(spec, str) and not callable(spec):
+            raise ValueError(f"loss must be a name in {LOSS_NAMES} or a callable, got {type(spec).__name__}")
+        self.spec = spec
+
+    def check_targets(self, outputs: Array, targets: Array) -> None:
+        """Static shape check of one example's output against its target."""
+        if self.spec == "softmax_cross_entropy":
+            ok = targets.shape == () or targets.shape == outputs.shape
+            want = f"() integer label or {outputs.shape} probabilities"
+        elif self.spec == "mse":
+            ok = targets.shape == outputs.shape
+            want = str(outputs.shape)
+        else:
+            return
+        if not ok:
+            raise ValueError(
+                f"batch targets do not match predict_fn's outputs: one example's output has shape {outputs.shape}, "
+                f"its target {targets.shape}; expected {want}"
+            )
+
+    def __call__(self, z: Float[Array, " dz"], y: Array) -> Float[Array, ""]:
+        """Loss of one example."""
+        if self.spec == "softmax_cross_entropy":
+            return -jnp.sum(_as_probabilities(y, z.shape[-1]) * jax.nn.log_softmax(z))
+        if self.spec == "mse":
+            return 0.5 * jnp.sum((z - y) ** 2)
+        return self.spec(z, y)
+
+    def hessian_factor(self, z: Float[Array, " dz"], y: Array) -> Float[Array, "dz dz"]:
+        """``L`` with ``L L^T`` the Hessian of the loss in the outputs ``z`` (one example)."""
+        if self.spec == "softmax_cross_entropy":
+            p = jax.nn.softmax(z)
+            sqrt_p = jnp.sqrt(p)
+            return jnp.diag(sqrt_p) - jnp.outer(p, sqrt_p)
+        if self.spec == "mse":
+            return jnp.eye(z.shape[-1], dtype=z.dtype)
+        h = jax.hessian(lambda out: self.spec(out, y))(z)
+        w, V = jnp.linalg.eigh(0.5 * (h + h.T))
+        return V * jnp.sqrt(jnp.maximum(w, 0.0))
+
+    def sample_target(self, key: PRNGKeyArray, z: Float[Array, " dz"]) -> Array:
+        """A target drawn from the model's own predictive distribution (for the Monte-Carlo Fisher)."""
+        if self.spec == "softmax_cross_entropy":
+            return jax.nn.one_hot(jr.categorical(key, z), z.shape[-1], dtype=z.dtype)
+        if self.spec == "mse":
+            return z + jr.normal(key, z.shape, z.dtype)
+        raise ValueError("the Monte-Carlo Fisher needs a named loss (a predictive distribution to sample)")

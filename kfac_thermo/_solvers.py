@@ -1,0 +1,160 @@
+r"""Solvers of the damped curvature system ``(G + damping I) d = g``: digital ones and the thermodynamic device.
+
+Each solver is called once per optimizer step with the batch curvature, the flat gradient, the damping and its
+own state, and returns the direction, its new state and a :class:`SolveWork` record the cost model turns into
+modeled hardware time. Swapping solvers changes nothing else in the optimizer.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import NamedTuple
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+
+import thermox
+
+from ._curvature import BatchCurvature
+
+
+class SolveWork(NamedTuple):
+    """What one solve cost: model calls and other digital flops on the host, and modeled analog seconds."""
+
+    model_calls: Float[Array, ""]
+    host_flops: Float[Array, ""]
+    device_s: Float[Array, ""]
+
+
+def _work(model_calls, host_flops, device_s=0.0) -> SolveWork:
+    return SolveWork(*(jnp.asarray(v, jnp.float32) for v in (model_calls, host_flops, device_s)))
+
+
+class AbstractCurvatureSolver(eqx.Module):
+    """Interface: ``init(flat_params) -> state``; ``__call__(curvature, g, damping, state, count, key)``."""
+
+    def init(self, flat_params: Float[Array, " N"]) -> PyTree:
+        return ()
+
+    @abc.abstractmethod
+    def __call__(
+        self,
+        curvature: BatchCurvature,
+        g: Float[Array, " N"],
+        damping: Float[Array, ""],
+        state: PyTree,
+        count: Array,
+        key: PRNGKeyArray,
+    ) -> tuple[Float[Array, " N"], PyTree, SolveWork]:
+        ...
+
+
+class DenseSolver(AbstractCurvatureSolver):
+    """Exact NGD: form ``G + damping I`` (N x N) and solve by Cholesky. O(N^3 + r N^2), for small N only."""
+
+    def __call__(self, curvature, g, damping, state, count, key):
+        W = curvature.factor()
+        n, r = W.shape
+        matrix = W @ W.T + damping * jnp.eye(n, dtype=W.dtype)
+        direction = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(matrix), g)
+        return direction, state, _work(r, r * n * n + n**3 / 3)
+
+
+class WoodburySolver(AbstractCurvatureSolver):
+    """NGD through the Woodbury identity: ``(W W^T + l I)^-1 g = (g - W (l I + W^T W)^-1 W^T g) / l``."""
+
+    def __call__(self, curvature, g, damping, state, count, key):
+        W = curvature.factor()
+        n, r = W.shape
+        small = W.T @ W + damping * jnp.eye(r, dtype=W.dtype)
+        coef = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(small), W.T @ g)
+        return (g - W @ coef) / damping, state, _work(r, r * r * n + r**3 / 3)
+
+
+class CGSolver(AbstractCurvatureSolver):
+    """NGD-CG: ``iterations`` conjugate-gradient steps on matrix-free GGN products, warm-started.
+
+    Each iteration costs one Jacobian-vector and one vector-Jacobian product (2 model calls); the previous
+    step's solution starts the next solve.
+    """
+
+    iterations: int = eqx.field(static=True, default=10)
+
+    def __check_init__(self):
+        if self.iterations < 1:
+            raise ValueError(f"CG iterations must be >= 1, got {self.iterations}")
+
+    def init(self, flat_params):
+        return jnp.zeros_like(flat_params)
+
+    def __call__(self, curvature, g, damping, state, count, key):
+        matvec = curvature.matvec_fn()
+        operator = lx.FunctionLinearOperator(
+            lambda v: matvec(v) + damping * v, jax.ShapeDtypeStruct(g.shape, g.dtype),
+            tags=lx.positive_semidefinite_tag,
+        )
+        cg = lx.CG(rtol=0.0, atol=0.0, max_steps=self.iterations)
+        solution = lx.linear_solve(operator, g, cg, options={"y0": state}, throw=False).value
+        return solution, solution, _work(2 * self.iterations, 0.0)
+
+
+class ThermodynamicSolver(AbstractCurvatureSolver):
+    r"""TNGD's analog solve (the paper's Algorithm 1) on a simulated :class:`thermox.AnalogDevice`.
+
+    The device holds ``G + damping I`` as its couplings (the factor ``W`` programmed, i.e. quantized and
+    mismatched, as three resistor arrays) and the gradient as its bias, and runs for ``t`` tau from its previous
+    node voltages (from the gradient on the first step, or every step with ``reset=True``). With ``delay > 0`` it
+    then keeps running ``delay`` tau on these (by then stale) inputs, as it does while the host computes the next
+    step's curvature and gradient; the next step starts from there. The readout, taken after ``t``, goes through
+    the ADC; the voltages themselves carry over (the solver state).
+
+    Attributes:
+        device: the chip.
+        t: run time per step, units of tau.
+        delay: run time on stale inputs before each step's run, units of tau.
+        reset: start every step from the gradient instead of the previous voltages.
+        method: thermox method; "auto" is the exact low-rank law (diffrax when the device saturates).
+        dt, sde_solver: diffrax step (units of tau) and solver for method="diffrax".
+        cost_model: constants for modeled transfer time.
+    """
+
+    device: thermox.AnalogDevice = thermox.AnalogDevice()
+    t: float | Float[Array, ""] = 50.0
+    delay: float | Float[Array, ""] = 0.0
+    reset: bool = eqx.field(static=True, default=False)
+    method: str = eqx.field(static=True, default="auto")
+    dt: float = eqx.field(static=True, default=0.1)
+    sde_solver: diffrax.AbstractSolver | None = None
+    cost_model: thermox.cost.CostModel = thermox.cost.CostModel()
+
+    @property
+    def has_delay(self) -> bool:
+        return isinstance(self.delay, jax.core.Tracer) or self.delay != 0
+
+    def init(self, flat_params):
+        return jnp.zeros_like(flat_params)
+
+    def _run(self, W, g, damping, x0, t, key):
+        drift = self.device.program(thermox.LowRankDrift.from_factor(damping, W))
+        return thermox.evolve(
+            drift, self.device.dac(g), x0, key=key, t=t, kappa0=self.device.kappa0, method=self.method,
+            saturation=self.device.saturation, dt=self.dt, solver=self.sde_solver,
+        )
+
+    def __call__(self, curvature, g, damping, state, count, key):
+        W = curvature.factor()
+        n, r = W.shape
+        start = jnp.where((count == 0) | self.reset, self.device.dac(g), state)
+        key_run, key_stale = jax.random.split(key)
+        voltages = self._run(W, g, damping, start, self.t, key_run)
+        carried = voltages
+        if self.has_delay:
+            carried = self._run(W, g, damping, voltages, self.delay, key_stale)
+        cost = thermox.cost.solve_cost(
+            n, self.t + self.delay, num_couplings=thermox.cost.low_rank_couplings(n, r), model=self.cost_model
+        )
+        return self.device.adc(voltages), carried, _work(r, 0.0, cost.time_s)

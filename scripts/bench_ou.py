@@ -1,0 +1,542 @@
+"""Benchmark exact OU path sampling: our ``thermox.sample_path`` against the public PyPI ``thermox``.
+
+The process, in our convention (time in units of tau):
+
+    dx = -(A x - b) ds + sqrt(2 kappa0) dW,
+
+is, in the public package's convention ``dx = -A (x - b') dt + sqrt(D) dW``, the same process with
+``b = A b'`` and ``D = 2 kappa0 I``. Both packages are imported as ``thermox``, so the public one runs in
+its own virtual environment (created on demand under the cache directory) as a worker subprocess that
+this script drives over stdin/stdout; the timed calls alternate (ours, theirs, ours, theirs, ...) so both
+see the same machine state. All timings are float32 (JAX's default dtype), jit-compiled, warmed up, the
+median of several repeats with ``block_until_ready``.
+
+Sections:
+  1. path sampling, d = 10, 100, 400 with 1,000 time points, ours vs public thermox (its default
+     ``associative_scan=True`` and its sequential ``lax.scan``), and a check that both give the same law;
+  2. our ``thermox.evolve`` final-state readout: diffrax Euler-Maruyama vs the exact path;
+  3. our ``thermox.evolve``: Krylov (Lanczos) vs dense exact (eigh) at growing d.
+
+Usage:
+    python scripts/bench_ou.py [--quick] [--out bench_ou.json] [--repeats N] [--cache-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_enable_x64", False)
+
+SCHEMA = "bench_ou/1"
+NUM_TIMES = 1000
+T_END = 5.0
+KAPPA0 = 1.0
+SPECTRUM = (0.2, 2.0)
+LAW_SAMPLES = 200
+LAW_MARGIN_Z = 5.0
+LAW_D = 100
+RATIO_D = 100
+PUBLIC_VARIANTS = {"thermox": True, "thermox_scan": False}  # name -> associative_scan
+
+
+# --------------------------------------------------------------------------------------------------
+# Problem and timing helpers (both environments)
+# --------------------------------------------------------------------------------------------------
+
+
+def ou_problem(d: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A symmetric drift with eigenvalues geometrically spaced in SPECTRUM, and the path's data.
+
+    Returns float64 arrays: ``A``, ``b_public`` (the public package's displacement ``b'``), ``b`` (our
+    bias ``A b'``), ``x0``, ``ts`` (NUM_TIMES points on [0, T_END]) and ``D = 2 kappa0 I``.
+    """
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    A = (Q * np.geomspace(*SPECTRUM, d)) @ Q.T
+    A = 0.5 * (A + A.T)
+    b_public = rng.standard_normal(d)
+    return {
+        "A": A,
+        "b_public": b_public,
+        "b": A @ b_public,
+        "x0": rng.standard_normal(d),
+        "ts": np.linspace(0.0, T_END, NUM_TIMES),
+        "D": 2.0 * KAPPA0 * np.eye(d),
+    }
+
+
+def timed(fn: Callable, *args) -> float:
+    """Wall-clock seconds of one call, waiting for the result."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
+
+
+def warm_up(fn: Callable, *args) -> float:
+    """Compile and run ``fn`` twice; returns the seconds of the first (compiling) call."""
+    first = timed(fn, *args)
+    timed(fn, *args)
+    return first
+
+
+def key_of(seed: int):
+    """A raw PRNG key (accepted by both packages)."""
+    return jax.random.PRNGKey(seed)
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker: runs inside the public thermox's virtual environment
+# --------------------------------------------------------------------------------------------------
+
+
+class PublicSampler:
+    """The public ``thermox.sample`` on one problem, jit-compiled, as the worker serves it."""
+
+    def __init__(self, path: str):
+        import thermox
+
+        if not hasattr(thermox, "sample") or hasattr(thermox, "sample_path"):
+            raise RuntimeError(f"worker imported the wrong thermox: {thermox.__file__}")
+        data = np.load(path)
+        self.args = tuple(jnp.asarray(data[name], jnp.float32) for name in ("ts", "x0", "A", "b_public", "D"))
+        self.fns = {
+            name: jax.jit(lambda key, ts, x0, A, b, D, flag=flag: thermox.sample(key, ts, x0, A, b, D, flag))
+            for name, flag in PUBLIC_VARIANTS.items()
+        }
+        self.first_call_s = {name: warm_up(fn, key_of(0), *self.args) for name, fn in self.fns.items()}
+
+        def final_points(keys, ts, x0, A, b, D):
+            return jax.vmap(lambda key: thermox.sample(key, ts, x0, A, b, D)[-1])(keys)
+
+        self.final_points_fn = jax.jit(final_points)
+
+    def time(self, variant: str, seed: int) -> float:
+        return timed(self.fns[variant], key_of(seed), *self.args)
+
+    def final_points(self, seed: int, num: int) -> list:
+        keys = jax.random.split(key_of(seed), num)
+        return np.asarray(self.final_points_fn(keys, *self.args), np.float64).tolist()
+
+
+def worker_main() -> None:
+    """Serve JSON-line requests on stdin: load a problem, time a call, or sample final points."""
+    import importlib.metadata
+
+    sampler = None
+    for line in sys.stdin:
+        request = json.loads(line)
+        op = request["op"]
+        if op == "versions":
+            reply = {name: importlib.metadata.version(name) for name in ("thermox", "jax", "jaxlib")}
+        elif op == "load":
+            sampler = PublicSampler(request["path"])
+            reply = {"first_call_s": sampler.first_call_s}
+        elif op == "time":
+            reply = {"seconds": sampler.time(request["variant"], request["seed"])}
+        elif op == "final_points":
+            reply = {"points": sampler.final_points(request["seed"], request["num"])}
+        else:
+            raise ValueError(f"unknown request {op!r}")
+        print(json.dumps(reply), flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# The public package's environment, seen from the main process
+# --------------------------------------------------------------------------------------------------
+
+
+class Unavailable(Exception):
+    """The public thermox could not be installed or run; the message is the reason."""
+
+
+def run(cmd: list[str], timeout: float = 900) -> str:
+    """Run a command; its stdout, or ``Unavailable`` with the tail of its output."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise Unavailable(f"{' '.join(cmd[:4])}: {error}") from error
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise Unavailable(f"{' '.join(cmd[:4])} exited {done.returncode}: {' | '.join(tail)}")
+    return done.stdout
+
+
+def latest_public_version() -> str:
+    """The newest ``thermox`` version on the package index (``pip index versions``)."""
+    out = run([sys.executable, "-m", "pip", "index", "versions", "thermox"], timeout=300)
+    for line in out.splitlines():
+        if line.startswith("thermox ("):
+            return line.split("(")[1].split(")")[0]
+    raise Unavailable(f"pip index versions thermox gave no version: {out.strip()[:200]}")
+
+
+def public_python(cache_dir: Path) -> Path:
+    """The interpreter of a virtual environment holding the public thermox, created if missing.
+
+    JAX is pinned to this environment's version so both sides run the same XLA; if that pin cannot be
+    installed, the versions pip resolves are used (and recorded).
+    """
+    venv = cache_dir / "bench-venv-thermox"
+    python = venv / "bin" / "python"
+    probe = [str(python), "-I", "-c", "import thermox; thermox.sample"]
+    if python.exists():
+        try:
+            run(probe, timeout=300)
+            return python
+        except Unavailable:
+            shutil.rmtree(venv)
+    version = latest_public_version()
+    print(f"creating {venv} with thermox=={version} (once; cached afterwards)", flush=True)
+    run([sys.executable, "-m", "venv", str(venv)], timeout=300)
+    pinned = [f"jax=={jax.__version__}", f"jaxlib=={jax.__version__}"]
+    install = [str(python), "-m", "pip", "install", "--quiet", f"thermox=={version}"]
+    try:
+        run(install + pinned)
+    except Unavailable:
+        run(install)
+    run(probe, timeout=300)
+    return python
+
+
+class PublicWorker:
+    """This script run with ``--worker`` in the public package's environment, driven by JSON lines."""
+
+    def __init__(self, python: Path):
+        # -I: isolated mode, so no PYTHONPATH or script directory can bring our own thermox in.
+        self.process = subprocess.Popen(
+            [str(python), "-I", str(Path(__file__).resolve()), "--worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+
+    def call(self, op: str, **kwargs) -> dict:
+        self.process.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise Unavailable(f"public thermox worker died (exit code {self.process.wait()}) during {op!r}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def start_public_worker(cache_dir: Path) -> tuple[PublicWorker | None, dict]:
+    """Start the worker; returns it (or None) and what is recorded about the public package."""
+    try:
+        worker = PublicWorker(public_python(cache_dir))
+        versions = worker.call("versions")
+    except Unavailable as error:
+        print(f"public thermox skipped: {error}", flush=True)
+        return None, {"available": False, "reason": str(error)}
+    return worker, {"available": True, "reason": None, **versions}
+
+
+# --------------------------------------------------------------------------------------------------
+# Benchmarks (main process, our thermox)
+# --------------------------------------------------------------------------------------------------
+
+
+def summary(times: list[float], first_call_s: float) -> dict:
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "first_call_s": first_call_s,
+        "times_s": times,
+    }
+
+
+def interleaved(runners: dict[str, Callable[[int], float]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each runner per repeat, called in turn (a, b, a, b, ...); runner(seed) -> seconds."""
+    times = {name: [] for name in runners}
+    for seed in range(1, repeats + 1):
+        for name, runner in runners.items():
+            times[name].append(runner(seed))
+    return times
+
+
+def our_path_sampler():
+    import thermox
+
+    return jax.jit(
+        lambda key, ts, x0, A, b, kappa0: thermox.sample_path(A, b, x0, key=key, ts=ts, kappa0=kappa0)
+    )
+
+
+def as_f32(problem: dict, names: tuple[str, ...]) -> tuple:
+    return tuple(jnp.asarray(problem[name], jnp.float32) for name in names)
+
+
+def bench_path(d: int, worker: PublicWorker | None, repeats: int, tmp: Path) -> dict:
+    """Ours vs the public sampler on the same 1,000-point path of dimension d."""
+    problem = ou_problem(d)
+    ours = our_path_sampler()
+    args = (*as_f32(problem, ("ts", "x0", "A", "b")), jnp.float32(KAPPA0))
+    firsts = {"ours": warm_up(ours, key_of(0), *args)}
+    runners = {"ours": lambda seed: timed(ours, key_of(seed), *args)}
+    if worker is not None:
+        path = tmp / f"problem_{d}.npz"
+        np.savez(path, **problem)
+        firsts.update(worker.call("load", path=str(path))["first_call_s"])
+        for variant in PUBLIC_VARIANTS:
+            runners[variant] = lambda seed, v=variant: worker.call("time", variant=v, seed=seed)["seconds"]
+    times = interleaved(runners, repeats)
+    result = {"d": d, "num_times": NUM_TIMES}
+    for name in ("ours", *PUBLIC_VARIANTS):
+        result[name] = summary(times[name], firsts[name]) if name in times else None
+    for name in PUBLIC_VARIANTS:
+        result[f"ours_over_{name}"] = (
+            result["ours"]["median_s"] / result[name]["median_s"] if result[name] else None
+        )
+    return result
+
+
+def exact_final_law(problem: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of x(T_END) in float64: ``A^-1 b + e^{-AT}(x0 - A^-1 b)``, ``kappa0 A^-1 (I - e^{-2AT})``."""
+    w, V = np.linalg.eigh(problem["A"])
+    x_star = V @ (V.T @ problem["b"] / w)
+    mean = x_star + V @ (np.exp(-w * T_END) * (V.T @ (problem["x0"] - x_star)))
+    cov = (V * (KAPPA0 * -np.expm1(-2 * w * T_END) / w)) @ V.T
+    return mean, cov
+
+
+def law_check(worker: PublicWorker | None, tmp: Path) -> dict:
+    """Empirical mean (and covariance trace) of the final point over LAW_SAMPLES keys, ours vs public.
+
+    Disjoint keys make the two samples independent; each statistic's z-score uses the exact covariance,
+    and the check passes when every |z| < LAW_MARGIN_Z.
+    """
+    import thermox
+
+    problem = ou_problem(LAW_D)
+    ts, x0, A, b = as_f32(problem, ("ts", "x0", "A", "b"))
+
+    def final(keys, kappa0):
+        return jax.vmap(lambda key: thermox.sample_path(A, b, x0, key=key, ts=ts, kappa0=kappa0)[-1])(keys)
+
+    keys = jax.random.split(key_of(1), LAW_SAMPLES)
+    ours = np.asarray(jax.jit(final)(keys, jnp.float32(KAPPA0)), np.float64)
+    mean, cov = exact_final_law(problem)
+    n = LAW_SAMPLES
+    result = {
+        "d": LAW_D, "num_samples": n, "margin_abs_z": LAW_MARGIN_Z,
+        "max_abs_z_ours_vs_exact_mean": float(np.max(np.abs(ours.mean(0) - mean) / np.sqrt(np.diag(cov) / n))),
+    }
+    checks = [result["max_abs_z_ours_vs_exact_mean"]]
+    if worker is not None:
+        path = tmp / "law.npz"
+        np.savez(path, **problem)
+        worker.call("load", path=str(path))
+        theirs = np.asarray(worker.call("final_points", seed=2, num=n)["points"])
+        mean_gap = ours.mean(0) - theirs.mean(0)
+        trace_gap = np.trace(np.cov(ours.T)) - np.trace(np.cov(theirs.T))
+        result["max_abs_mean_diff"] = float(np.max(np.abs(mean_gap)))
+        result["max_abs_z_mean_ours_vs_thermox"] = float(np.max(np.abs(mean_gap) / np.sqrt(2 * np.diag(cov) / n)))
+        result["abs_z_cov_trace_ours_vs_thermox"] = float(abs(trace_gap) / np.sqrt(4 * np.sum(cov * cov) / (n - 1)))
+        checks += [result["max_abs_z_mean_ours_vs_thermox"], result["abs_z_cov_trace_ours_vs_thermox"]]
+    result["passed"] = bool(max(checks) < LAW_MARGIN_Z)
+    return result
+
+
+def euler_readout(args: tuple) -> tuple[Callable, str]:
+    """Euler-Maruyama final-state readout with NUM_TIMES - 1 steps, and the entry point it goes through.
+
+    Preferred: ``thermox.evolve(method="diffrax")`` under ``jax.jit`` with a static ``t`` (the step count
+    needs it concrete). Workaround: thermox's ``check_time`` tests a concrete ``t`` with ``jnp.isfinite``,
+    which is traced under ``jax.jit`` on current JAX (TracerBoolConversionError); then the same solve is
+    timed through ``thermox._sde.integrate``, the function ``evolve`` calls after its argument checks.
+    """
+    import diffrax
+    import thermox
+    from thermox._drift import DenseDrift
+    from thermox._sde import integrate
+
+    dt = T_END / (NUM_TIMES - 1)
+
+    def public(key, A, b, x0, kappa0, t):
+        return thermox.evolve(A, b, x0, key=key, t=t, kappa0=kappa0, method="diffrax", dt=dt)
+
+    def internal(key, A, b, x0, kappa0, t):
+        return integrate(DenseDrift(A), b, x0, key=key, t=t, kappa0=kappa0, dt=dt, solver=diffrax.Euler())
+
+    fn = jax.jit(public, static_argnums=5)
+    try:
+        fn.lower(key_of(0), *args)
+        return fn, "thermox.evolve"
+    except jax.errors.TracerBoolConversionError:
+        return jax.jit(internal, static_argnums=5), "thermox._sde.integrate (evolve fails under jit)"
+
+
+def evolve_readout(method: str, args: tuple) -> tuple[Callable, str]:
+    """jit-compiled final-state readout ``(key, A, b, x0, kappa0, t) -> x(t)``, and its entry point.
+
+    ``t`` and ``kappa0`` are traced arguments (static ``t`` for diffrax).
+    """
+    import thermox
+
+    if method == "diffrax":
+        return euler_readout(args)
+
+    def readout(key, A, b, x0, kappa0, t):
+        return thermox.evolve(A, b, x0, key=key, t=t, kappa0=kappa0, method=method)
+
+    return jax.jit(readout), "thermox.evolve"
+
+
+def bench_evolve(d: int, methods: tuple[str, str], repeats: int) -> dict:
+    """Two ``thermox.evolve`` methods on the same problem, interleaved; plus their gap with the same key.
+
+    With one key, the exact and Krylov readouts apply the same functions of A to the same noise, so
+    their relative gap measures the Krylov error; diffrax draws its own Brownian path (gap not recorded).
+    """
+    args = (*as_f32(ou_problem(d), ("A", "b", "x0")), jnp.float32(KAPPA0), T_END)
+    fns, entries = {}, {}
+    for method in methods:
+        fns[method], entries[method] = evolve_readout(method, args)
+    firsts = {method: warm_up(fn, key_of(0), *args) for method, fn in fns.items()}
+    runners = {method: lambda seed, fn=fn: timed(fn, key_of(seed), *args) for method, fn in fns.items()}
+    times = interleaved(runners, repeats)
+    result = {"d": d, **{method: summary(times[method], firsts[method]) for method in methods}}
+    result["entry_points"] = entries
+    result["ratio"] = result[methods[0]]["median_s"] / result[methods[1]]["median_s"]
+    if "diffrax" not in methods:
+        a, b = (np.asarray(fns[m](key_of(0), *args), np.float64) for m in methods)
+        result["rel_diff"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def ms(stats: dict | None) -> str:
+    return "n/a" if stats is None else f"{1e3 * stats['median_s']:.2f}"
+
+
+def ratio_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def report(results: dict) -> str:
+    """The markdown tables printed at the end of a run."""
+    cfg = results["config"]
+    public = results["public_thermox"]
+    name = f"thermox {public['thermox']}" if public["available"] else "thermox (unavailable)"
+    parts = [
+        f"dtype {cfg['dtype']}, {cfg['num_times']} time points on [0, {cfg['t_end']}], kappa0 = {cfg['kappa0']}, "
+        f"spectrum {cfg['spectrum']}, median of {cfg['repeats']} interleaved repeats (ms); "
+        f"ours: jax {cfg['jax_version']}; public: "
+        + (f"{name}, jax {public['jax']}" if public["available"] else f"skipped ({public['reason']})"),
+        "",
+        "### Exact OU path sampling: ours vs public thermox (ratio = ours / theirs, lower is better)",
+        markdown_table(
+            ["d", "ours sample_path", f"{name} sample (assoc. scan)", "ratio", "thermox sample (lax.scan)", "ratio"],
+            [[r["d"], ms(r["ours"]), ms(r["thermox"]), ratio_text(r["ours_over_thermox"]),
+              ms(r["thermox_scan"]), ratio_text(r["ours_over_thermox_scan"])] for r in results["ou_path"]],
+        ),
+    ]
+    law = results["law_check"]
+    rows = [["ours vs exact mean: max |z|", f"{law['max_abs_z_ours_vs_exact_mean']:.2f}"]]
+    if "max_abs_z_mean_ours_vs_thermox" in law:
+        rows += [["ours vs thermox mean: max |z|", f"{law['max_abs_z_mean_ours_vs_thermox']:.2f}"],
+                 ["ours vs thermox mean: max |diff|", f"{law['max_abs_mean_diff']:.3g}"],
+                 ["ours vs thermox covariance trace: |z|", f"{law['abs_z_cov_trace_ours_vs_thermox']:.2f}"]]
+    parts += [
+        "",
+        f"### Same law? final point, d = {law['d']}, {law['num_samples']} keys each, margin |z| < "
+        f"{law['margin_abs_z']:g}: {'PASS' if law['passed'] else 'FAIL'}",
+        markdown_table(["statistic", "value"], rows),
+    ]
+    euler = results["euler_vs_exact"]
+    parts += [
+        "",
+        f"### Final-state readout x({cfg['t_end']}), d = {euler['d']}: diffrax Euler-Maruyama "
+        f"(dt = {euler['dt']:.4g}, {cfg['num_times'] - 1} steps, via {euler['entry_points']['diffrax']}) vs exact",
+        markdown_table(["d", "diffrax Euler", "exact", "Euler / exact"],
+                       [[euler["d"], ms(euler["diffrax"]), ms(euler["exact"]), ratio_text(euler["ratio"])]]),
+        "",
+        "### thermox.evolve final state: Krylov (Lanczos, krylov_dim 64) vs dense exact (eigh)",
+        markdown_table(
+            ["d", "krylov", "exact", "krylov / exact", "relative gap (same key)"],
+            [[r["d"], ms(r["krylov"]), ms(r["exact"]), ratio_text(r["ratio"]), f"{r['rel_diff']:.1e}"]
+             for r in results["krylov_vs_exact"]],
+        ),
+        "",
+        f"ratios.ou_exact_over_thermox (d = {RATIO_D}): {ratio_text(results['ratios']['ou_exact_over_thermox'])}",
+    ]
+    return "\n".join(parts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats (a smoke run)")
+    parser.add_argument("--out", default="bench_ou.json", help="JSON results file (default: bench_ou.json)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 15; quick 5)")
+    parser.add_argument("--cache-dir", type=Path,
+                        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "thermo-opt",
+                        help="where the public thermox's virtual environment is kept")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker_main()
+        return 0
+
+    started = time.perf_counter()
+    repeats = args.repeats or (5 if args.quick else 15)
+    path_sizes = (10, 100) if args.quick else (10, 100, 400)
+    krylov_sizes = (100, 400) if args.quick else (100, 400, 1600)
+    results = {
+        "schema": SCHEMA,
+        "config": {
+            "quick": args.quick, "dtype": "float32", "num_times": NUM_TIMES, "t_end": T_END, "kappa0": KAPPA0,
+            "spectrum": list(SPECTRUM), "repeats": repeats, "jax_version": jax.__version__,
+            "python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "jax_backend": jax.default_backend(),
+        },
+    }
+    worker, results["public_thermox"] = start_public_worker(args.cache_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        results["ou_path"] = [bench_path(d, worker, repeats, Path(tmp)) for d in path_sizes]
+        results["law_check"] = law_check(worker, Path(tmp))
+    if worker is not None:
+        worker.close()
+    euler = bench_evolve(LAW_D, ("diffrax", "exact"), repeats)
+    results["euler_vs_exact"] = {**euler, "dt": T_END / (NUM_TIMES - 1)}
+    results["krylov_vs_exact"] = [bench_evolve(d, ("krylov", "exact"), repeats) for d in krylov_sizes]
+    at_ratio_d = next(r for r in results["ou_path"] if r["d"] == RATIO_D)
+    results["ratios"] = {
+        "ou_exact_over_thermox": at_ratio_d["ours_over_thermox"],
+        "reason": None if worker is not None else results["public_thermox"]["reason"],
+    }
+    results["elapsed_s"] = time.perf_counter() - started
+
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(report(results))
+    print(f"\nwrote {args.out} in {results['elapsed_s']:.0f} s")
+    return 0 if results["law_check"]["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
