@@ -273,9 +273,7 @@ def interleaved(runners: dict[str, Callable[[int], float]], repeats: int) -> dic
 def our_path_sampler():
     import thermox
 
-    return jax.jit(
-        lambda key, ts, x0, A, b, kappa0: thermox.sample_path(A, b, x0, key=key, ts=ts, kappa0=kappa0)
-    )
+    return jax.jit(lambda key, ts, x0, A, b: thermox.sample_path(A, b, x0, key=key, ts=ts, kappa0=KAPPA0))
 
 
 def as_f32(problem: dict, names: tuple[str, ...]) -> tuple:
@@ -286,7 +284,7 @@ def bench_path(d: int, worker: PublicWorker | None, repeats: int, tmp: Path) -> 
     """Ours vs the public sampler on the same 1,000-point path of dimension d."""
     problem = ou_problem(d)
     ours = our_path_sampler()
-    args = (*as_f32(problem, ("ts", "x0", "A", "b")), jnp.float32(KAPPA0))
+    args = as_f32(problem, ("ts", "x0", "A", "b"))
     firsts = {"ours": warm_up(ours, key_of(0), *args)}
     runners = {"ours": lambda seed: timed(ours, key_of(seed), *args)}
     if worker is not None:
@@ -325,12 +323,8 @@ def law_check(worker: PublicWorker | None, tmp: Path) -> dict:
 
     problem = ou_problem(LAW_D)
     ts, x0, A, b = as_f32(problem, ("ts", "x0", "A", "b"))
-
-    def final(keys, kappa0):
-        return jax.vmap(lambda key: thermox.sample_path(A, b, x0, key=key, ts=ts, kappa0=kappa0)[-1])(keys)
-
-    keys = jax.random.split(key_of(1), LAW_SAMPLES)
-    ours = np.asarray(jax.jit(final)(keys, jnp.float32(KAPPA0)), np.float64)
+    final = jax.jit(jax.vmap(lambda key: thermox.sample_path(A, b, x0, key=key, ts=ts, kappa0=KAPPA0)[-1]))
+    ours = np.asarray(final(jax.random.split(key_of(1), LAW_SAMPLES)), np.float64)
     mean, cov = exact_final_law(problem)
     n = LAW_SAMPLES
     result = {
@@ -353,49 +347,17 @@ def law_check(worker: PublicWorker | None, tmp: Path) -> dict:
     return result
 
 
-def euler_readout(args: tuple) -> tuple[Callable, str]:
-    """Euler-Maruyama final-state readout with NUM_TIMES - 1 steps, and the entry point it goes through.
+def evolve_readout(method: str) -> Callable:
+    """jit-compiled ``thermox.evolve`` final-state readout ``(key, A, b, x0) -> x(T_END)``.
 
-    Preferred: ``thermox.evolve(method="diffrax")`` under ``jax.jit`` with a static ``t`` (the step count
-    needs it concrete). Workaround: thermox's ``check_time`` tests a concrete ``t`` with ``jnp.isfinite``,
-    which is traced under ``jax.jit`` on current JAX (TracerBoolConversionError); then the same solve is
-    timed through ``thermox._sde.integrate``, the function ``evolve`` calls after its argument checks.
-    """
-    import diffrax
-    import thermox
-    from thermox._drift import DenseDrift
-    from thermox._sde import integrate
-
-    dt = T_END / (NUM_TIMES - 1)
-
-    def public(key, A, b, x0, kappa0, t):
-        return thermox.evolve(A, b, x0, key=key, t=t, kappa0=kappa0, method="diffrax", dt=dt)
-
-    def internal(key, A, b, x0, kappa0, t):
-        return integrate(DenseDrift(A), b, x0, key=key, t=t, kappa0=kappa0, dt=dt, solver=diffrax.Euler())
-
-    fn = jax.jit(public, static_argnums=5)
-    try:
-        fn.lower(key_of(0), *args)
-        return fn, "thermox.evolve"
-    except jax.errors.TracerBoolConversionError:
-        return jax.jit(internal, static_argnums=5), "thermox._sde.integrate (evolve fails under jit)"
-
-
-def evolve_readout(method: str, args: tuple) -> tuple[Callable, str]:
-    """jit-compiled final-state readout ``(key, A, b, x0, kappa0, t) -> x(t)``, and its entry point.
-
-    ``t`` and ``kappa0`` are traced arguments (static ``t`` for diffrax).
+    diffrax takes NUM_TIMES - 1 Euler-Maruyama steps, as many as the path has transitions.
     """
     import thermox
 
-    if method == "diffrax":
-        return euler_readout(args)
-
-    def readout(key, A, b, x0, kappa0, t):
-        return thermox.evolve(A, b, x0, key=key, t=t, kappa0=kappa0, method=method)
-
-    return jax.jit(readout), "thermox.evolve"
+    options = {"dt": T_END / (NUM_TIMES - 1)} if method == "diffrax" else {}
+    return jax.jit(
+        lambda key, A, b, x0: thermox.evolve(A, b, x0, key=key, t=T_END, kappa0=KAPPA0, method=method, **options)
+    )
 
 
 def bench_evolve(d: int, methods: tuple[str, str], repeats: int) -> dict:
@@ -404,15 +366,12 @@ def bench_evolve(d: int, methods: tuple[str, str], repeats: int) -> dict:
     With one key, the exact and Krylov readouts apply the same functions of A to the same noise, so
     their relative gap measures the Krylov error; diffrax draws its own Brownian path (gap not recorded).
     """
-    args = (*as_f32(ou_problem(d), ("A", "b", "x0")), jnp.float32(KAPPA0), T_END)
-    fns, entries = {}, {}
-    for method in methods:
-        fns[method], entries[method] = evolve_readout(method, args)
+    args = as_f32(ou_problem(d), ("A", "b", "x0"))
+    fns = {method: evolve_readout(method) for method in methods}
     firsts = {method: warm_up(fn, key_of(0), *args) for method, fn in fns.items()}
     runners = {method: lambda seed, fn=fn: timed(fn, key_of(seed), *args) for method, fn in fns.items()}
     times = interleaved(runners, repeats)
     result = {"d": d, **{method: summary(times[method], firsts[method]) for method in methods}}
-    result["entry_points"] = entries
     result["ratio"] = result[methods[0]]["median_s"] / result[methods[1]]["median_s"]
     if "diffrax" not in methods:
         a, b = (np.asarray(fns[m](key_of(0), *args), np.float64) for m in methods)
@@ -473,7 +432,7 @@ def report(results: dict) -> str:
     parts += [
         "",
         f"### Final-state readout x({cfg['t_end']}), d = {euler['d']}: diffrax Euler-Maruyama "
-        f"(dt = {euler['dt']:.4g}, {cfg['num_times'] - 1} steps, via {euler['entry_points']['diffrax']}) vs exact",
+        f"(dt = {euler['dt']:.4g}, {cfg['num_times'] - 1} steps) vs exact",
         markdown_table(["d", "diffrax Euler", "exact", "Euler / exact"],
                        [[euler["d"], ms(euler["diffrax"]), ms(euler["exact"]), ratio_text(euler["ratio"])]]),
         "",

@@ -130,6 +130,7 @@ class LowRankDrift(AbstractDrift):
     factor_transpose: Callable
     n: int = eqx.field(static=True)
     matrix: Float[Array, "n r"] | None = None
+    gram_eigen: tuple[Float[Array, " r"], Float[Array, "r r"]] | None = None
 
     @classmethod
     def from_factor(cls, shift: Float[ArrayLike, ""], W: Float[ArrayLike, "n r"]) -> "LowRankDrift":
@@ -150,8 +151,13 @@ class LowRankDrift(AbstractDrift):
     def mv(self, x):
         return self.shift * x + _columnwise(lambda v: self.factor(self.factor_transpose(v)), x)
 
-    def apply_fn(self, fn, x, **_):
+    def diagonalized(self) -> "LowRankDrift":
+        """The same drift with the r x r ``eigh`` of the Gram matrix done once, for several ``apply_fn`` calls."""
         s, Q = jnp.linalg.eigh(self.gram)
+        return eqx.tree_at(lambda d: d.gram_eigen, self, (s, Q), is_leaf=lambda x: x is None)
+
+    def apply_fn(self, fn, x, **_):
+        s, Q = self.gram_eigen if self.gram_eigen is not None else jnp.linalg.eigh(self.gram)
         s = jnp.maximum(s, 0.0)
         kept = s > jnp.finfo(s.dtype).eps * jnp.maximum(jnp.max(s), jnp.finfo(s.dtype).tiny) * s.shape[0]
         inv_sqrt = jnp.where(kept, 1.0 / jnp.sqrt(jnp.where(kept, s, 1.0)), 0.0)

@@ -1,0 +1,156 @@
+"""Shared pieces of the kfac_thermo tests: tiny problems and independent dense float64 references.
+
+Everything here is written out by hand from the definitions (REFERENCE.md section 3), not taken from
+kfac_thermo: the GGN ``G = (1/b) sum_i J_i^T H_i J_i`` from ``jax.jacrev`` of the model and the output
+Hessians of the losses, the empirical Fisher from per-example gradients, linear solves by
+``numpy.linalg.solve`` and the device's mean law by ``scipy.linalg.expm``. Call these inside the ``x64``
+fixture so every array is float64.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import scipy.linalg
+from jax.flatten_util import ravel_pytree
+
+import kfac_thermo
+
+EPS64 = float(np.finfo(np.float64).eps)
+
+# ----------------------------------------------------------------------------------------- tiny problems
+
+
+def mlp_init(key, sizes=(5, 4, 3)):
+    """A tanh MLP (default 5-4-3: N = 5*4 + 4 + 4*3 + 3 = 39 parameters) as a list of dicts."""
+    keys = jr.split(key, len(sizes) - 1)
+    return [
+        {"w": jr.normal(k, (m, n)) / np.sqrt(m), "b": 0.1 * jr.normal(jr.fold_in(k, 1), (n,))}
+        for k, m, n in zip(keys, sizes[:-1], sizes[1:])
+    ]
+
+
+def mlp_predict(params, x):
+    h = x
+    for i, layer in enumerate(params):
+        h = h @ layer["w"] + layer["b"]
+        if i < len(params) - 1:
+            h = jnp.tanh(h)
+    return h
+
+
+def problem(loss: str, *, key=0, batch: int = 8, sizes=(5, 4, 3)):
+    """``(params, inputs, targets)`` of the MLP on ``batch`` random examples (fixed keys)."""
+    k_params, k_x, k_y = jr.split(jr.key(key), 3)
+    params = mlp_init(k_params, sizes)
+    x = jr.normal(k_x, (batch, sizes[0]))
+    if loss == "softmax_cross_entropy":
+        y = jr.randint(k_y, (batch,), 0, sizes[-1])
+    else:
+        y = jr.normal(k_y, (batch, sizes[-1]))
+    return params, x, y
+
+
+# ------------------------------------------------------------------------------- losses written by hand
+
+
+def example_loss(loss: str, z, y):
+    """One example's loss, written out: ``-log softmax(z)_y`` or ``0.5 |z - y|^2``."""
+    if loss == "softmax_cross_entropy":
+        return -(z[y] - jax.scipy.special.logsumexp(z))
+    return 0.5 * jnp.sum((z - y) ** 2)
+
+
+def batch_loss(loss: str, predict, params, x, y):
+    z = predict(params, x)
+    return jnp.mean(jax.vmap(lambda zi, yi: example_loss(loss, zi, yi))(z, y))
+
+
+def output_hessian(loss: str, z: np.ndarray) -> np.ndarray:
+    """Hessian of one example's loss in the outputs: ``diag(p) - p p^T`` (softmax CE) or ``I`` (MSE)."""
+    if loss == "softmax_cross_entropy":
+        e = np.exp(z - z.max())
+        p = e / e.sum()
+        return np.diag(p) - np.outer(p, p)
+    return np.eye(z.shape[0])
+
+
+# ------------------------------------------------------------------------------------ dense references
+
+
+def flat(tree) -> np.ndarray:
+    return np.asarray(ravel_pytree(tree)[0])
+
+
+def grad(loss: str, predict, params, x, y):
+    """The batch gradient as a pytree (what a train step hands to ``update``)."""
+    return jax.grad(lambda p: batch_loss(loss, predict, p, x, y))(params)
+
+
+def ggn(loss: str, predict, params, x, y) -> np.ndarray:
+    """``G = (1/b) sum_i J_i^T H_i J_i``, dense (N, N) float64."""
+    theta, unravel = ravel_pytree(params)
+    J = np.asarray(jax.jacrev(lambda f: predict(unravel(f), x))(theta))  # (b, dz, N)
+    z = np.asarray(predict(params, x))
+    b = J.shape[0]
+    return sum(J[i].T @ output_hessian(loss, z[i]) @ J[i] for i in range(b)) / b
+
+
+def empirical_fisher(loss: str, predict, params, x, y) -> np.ndarray:
+    """``F = (1/b) sum_i g_i g_i^T`` with the per-example gradients ``g_i``."""
+    theta, unravel = ravel_pytree(params)
+
+    def losses(f):
+        z = predict(unravel(f), x)
+        return jax.vmap(lambda zi, yi: example_loss(loss, zi, yi))(z, y)
+
+    per_example = np.asarray(jax.jacrev(losses)(theta))  # (b, N)
+    return per_example.T @ per_example / per_example.shape[0]
+
+
+def damped(G: np.ndarray, damping: float) -> np.ndarray:
+    return G + damping * np.eye(G.shape[0])
+
+
+def ngd_direction(G, g, damping) -> np.ndarray:
+    """``(G + damping I)^-1 g`` by a dense solve."""
+    return np.linalg.solve(damped(G, damping), g)
+
+
+def device_mean(G, g, damping, t, x0) -> np.ndarray:
+    """Mean readout of the OU device after ``t`` tau from ``x0``: ``e^{-A t}(x0 - x*) + x*``, ``A = G + lI``."""
+    A = damped(G, damping)
+    x_star = np.linalg.solve(A, g)
+    return scipy.linalg.expm(-A * t) @ (x0 - x_star) + x_star
+
+
+def device_variance(G, damping, t, kappa0) -> np.ndarray:
+    """Per-coordinate readout variance: the diagonal of ``kappa0 A^-1 (I - e^{-2 A t})``."""
+    A = damped(G, damping)
+    cov = kappa0 * np.linalg.solve(A, np.eye(A.shape[0]) - scipy.linalg.expm(-2.0 * A * t))
+    return np.diag(cov)
+
+
+def solve_rtol(A: np.ndarray) -> float:
+    """Relative forward-error bound of a backward-stable float64 solve with ``A``: ``c n kappa(A) eps``.
+
+    Both sides (ours and the library's) are backward stable, so each is within ``c n kappa eps`` of the
+    exact solution (Higham, Accuracy and Stability, Thm 7.2); ``c n <= 100`` for the n <= 40 used here,
+    and the GGN itself is formed to ``~ n eps`` relative, which the same bound covers.
+    """
+    return 2 * 100 * np.linalg.cond(A) * EPS64
+
+
+def rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def natural_gradient_state(opt_state) -> kfac_thermo.NaturalGradientState:
+    """The one :class:`NaturalGradientState` inside a (chained, injected) optimizer state."""
+    is_ng = lambda s: isinstance(s, kfac_thermo.NaturalGradientState)
+    found = [s for s in jax.tree_util.tree_leaves(opt_state, is_leaf=is_ng) if is_ng(s)]
+    assert len(found) == 1, f"expected one NaturalGradientState, found {len(found)}"
+    return found[0]
