@@ -23,6 +23,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ._losses import Loss
+from ._tap import TappedModel
 
 CurvatureKind = Literal["ggn", "empirical_fisher", "mc_fisher"]
 CURVATURES = ("ggn", "empirical_fisher", "mc_fisher")
@@ -67,8 +68,47 @@ class BatchCurvature:
 
         return jax.vmap(grad_one)(self.inputs, targets)
 
+    def directions(self) -> Float[Array, "b dz m"]:
+        """``R_i`` with ``W = [J_i^T R_i] / sqrt(b)``: ``L_i`` for the GGN, the loss gradient in the outputs
+        (at the data or at a sampled target) for the Fisher variants."""
+        z = self.outputs(self.flat)
+        if self.kind == "ggn":
+            return jax.vmap(self.loss.hessian_factor)(z, self.targets)
+        targets = self.targets
+        if self.kind == "mc_fisher":
+            keys = jr.split(self.key, self.batch_size)
+            targets = jax.vmap(self.loss.sample_target)(keys, jax.lax.stop_gradient(z))
+        return jax.vmap(jax.grad(self.loss))(z, targets)[:, :, None]
+
+    def low_rank(self) -> tuple[Float[Array, "r r"], Callable, Callable]:
+        """``(W^T W, c -> W c, v -> W^T v)`` without forming ``W``.
+
+        The Gram matrix comes from the model's layer structure (:class:`TappedModel`): one forward and m reverse
+        passes per example plus per-layer inner products; each product with ``W`` or ``W^T`` is one
+        vector-Jacobian or Jacobian-vector product of the batch.
+        """
+        b = self.batch_size
+        R = self.directions()
+        example = jax.tree_util.tree_map(lambda leaf: leaf[0], self.inputs)
+        tapped = TappedModel(self.predict_fn, self.unravel(self.flat), example)
+        gram = tapped.jacobian_gram(self.unravel(self.flat), self.inputs, R)
+        m = R.shape[2]
+        gram = gram.reshape(b * m, b * m) / b
+        _, jvp = jax.linearize(self.outputs, self.flat)
+        vjp = jax.linear_transpose(jvp, self.flat)
+        scale = 1.0 / jnp.sqrt(b)
+
+        def factor(c):
+            (out,) = vjp(jnp.einsum("icm,im->ic", R, c.reshape(b, m)) * scale)
+            return out
+
+        def factor_transpose(v):
+            return (jnp.einsum("icm,ic->im", R, jvp(v)) * scale).reshape(-1)
+
+        return gram, factor, factor_transpose
+
     def factor(self) -> Float[Array, "N r"]:
-        """``W`` with ``G = W W^T``."""
+        """``W`` with ``G = W W^T``, formed explicitly (N x r)."""
         b = self.batch_size
         if self.kind == "ggn":
             jac = jax.vmap(lambda x: jax.jacrev(self._single_output)(self.flat, x))(self.inputs)  # b dz N

@@ -38,7 +38,9 @@ class Loss:
     def check_targets(self, outputs: Array, targets: Array) -> None:
         """Static shape check of one example's output against its target."""
         if self.spec == "softmax_cross_entropy":
-            ok = targets.shape == () or targets.shape == outputs.shape
+            # A scalar target must be an integer class index: a float one would be read as probabilities.
+            label = targets.shape == () and jnp.issubdtype(targets.dtype, jnp.integer)
+            ok = label or targets.shape == outputs.shape
             want = f"() integer label or {outputs.shape} probabilities"
         elif self.spec == "mse":
             ok = targets.shape == outputs.shape
@@ -48,7 +50,7 @@ class Loss:
         if not ok:
             raise ValueError(
                 f"batch targets do not match predict_fn's outputs: one example's output has shape {outputs.shape}, "
-                f"its target {targets.shape}; expected {want}"
+                f"its target {targets.shape} ({targets.dtype}); expected {want}"
             )
 
     def __call__(self, z: Float[Array, " dz"], y: Array) -> Float[Array, ""]:

@@ -68,11 +68,11 @@ class WoodburySolver(AbstractCurvatureSolver):
     """NGD through the Woodbury identity: ``(W W^T + l I)^-1 g = (g - W (l I + W^T W)^-1 W^T g) / l``."""
 
     def __call__(self, curvature, g, damping, state, count, key):
-        W = curvature.factor()
-        n, r = W.shape
-        small = W.T @ W + damping * jnp.eye(r, dtype=W.dtype)
-        coef = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(small), W.T @ g)
-        return (g - W @ coef) / damping, state, _work(r, r * r * n + r**3 / 3)
+        gram, factor, factor_transpose = curvature.low_rank()
+        n, r = g.shape[0], gram.shape[0]
+        small = gram + damping * jnp.eye(r, dtype=gram.dtype)
+        coef = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(small), factor_transpose(g))
+        return (g - factor(coef)) / damping, state, _work(r // curvature.batch_size + 2, r**3 / 3)
 
 
 class CGSolver(AbstractCurvatureSolver):
@@ -138,23 +138,40 @@ class ThermodynamicSolver(AbstractCurvatureSolver):
     def init(self, flat_params):
         return jnp.zeros_like(flat_params)
 
-    def _run(self, W, g, damping, x0, t, key):
-        drift = self.device.program(thermox.LowRankDrift.from_factor(damping, W))
+    def _drift(self, curvature: BatchCurvature, damping) -> thermox.LowRankDrift:
+        """``G + damping I`` as the device realises it. Ideal couplings: matrix-free from the layer structure;
+        quantized or mismatched couplings act on the programmed entries, so ``W`` is formed and programmed."""
+        if self.device.is_ideal_couplings:
+            gram, factor, factor_transpose = curvature.low_rank()
+            return thermox.LowRankDrift(jnp.asarray(damping, gram.dtype), gram, factor, factor_transpose,
+                                        curvature.flat.shape[0])
+        return self.device.program(thermox.LowRankDrift.from_factor(damping, curvature.factor()))
+
+    def _run(self, drift, g, x0, t, key):
         return thermox.evolve(
             drift, self.device.dac(g), x0, key=key, t=t, kappa0=self.device.kappa0, method=self.method,
             saturation=self.device.saturation, dt=self.dt, solver=self.sde_solver,
         )
 
     def __call__(self, curvature, g, damping, state, count, key):
-        W = curvature.factor()
-        n, r = W.shape
+        n = g.shape[0]
+        self.device.check_capacity(n)
+        drift = self._drift(curvature, damping)
+        r = drift.gram.shape[0]
+        # The device refuses non-finite inputs (thermox raises); run it on zeros instead and report a
+        # non-finite direction, so the optimizer's ``nonfinite`` policy (skip or raise) decides.
+        finite = jnp.all(jnp.isfinite(drift.gram)) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(state))
+        drift = eqx.tree_at(lambda d: d.gram, drift, jnp.where(finite, drift.gram, 0.0))
+        g, state = (jnp.where(finite, a, 0.0) for a in (g, state))
         start = jnp.where((count == 0) | self.reset, self.device.dac(g), state)
         key_run, key_stale = jax.random.split(key)
-        voltages = self._run(W, g, damping, start, self.t, key_run)
+        voltages = self._run(drift, g, start, self.t, key_run)
         carried = voltages
         if self.has_delay:
-            carried = self._run(W, g, damping, voltages, self.delay, key_stale)
+            carried = self._run(drift, g, voltages, self.delay, key_stale)
         cost = thermox.cost.solve_cost(
             n, self.t + self.delay, num_couplings=thermox.cost.low_rank_couplings(n, r), model=self.cost_model
         )
-        return self.device.adc(voltages), carried, _work(r, 0.0, cost.time_s)
+        readout = jnp.where(finite, self.device.adc(voltages), jnp.nan)
+        # Model calls: m reverse passes per example for the Gram, then the W / W^T products of the exact law.
+        return readout, carried, _work(r // curvature.batch_size + 4, 0.0, cost.time_s)

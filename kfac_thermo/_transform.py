@@ -14,7 +14,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 import thermox
 
-from ._curvature import BatchCurvature, CurvatureKind
+from ._curvature import CURVATURES, BatchCurvature, CurvatureKind
 from ._losses import Loss, LossSpec
 from ._solvers import AbstractCurvatureSolver
 
@@ -107,6 +107,8 @@ def scale_by_natural_gradient(
         raise ValueError(f"nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
     if not callable(predict_fn):
         raise ValueError("predict_fn must be a callable predict_fn(params, inputs) -> outputs")
+    if curvature not in CURVATURES:
+        raise ValueError(f"unknown curvature {curvature!r}; choose one of {CURVATURES}")
     name = type(solver).__name__
     damping = check_damping(damping)
     if key is None and curvature == "mc_fisher":
@@ -135,7 +137,10 @@ def scale_by_natural_gradient(
         g, unravel = ravel_pytree(updates)
         key_curvature, key_solve, next_key = jr.split(state.key, 3)
         curv = BatchCurvature(curvature, predict_fn, loss_fn, params, inputs, targets, key_curvature)
-        direction, solver_state, work = solver(curv, g, check_damping(damping), state.solver_state, state.count, key_solve)
+        # The solver sees the number of steps it has actually taken: a skipped step must not count, or a
+        # skipped first step would leave TNGD's next run starting from stale (zero) voltages.
+        applied = state.count - state.skipped
+        direction, solver_state, work = solver(curv, g, check_damping(damping), state.solver_state, applied, key_solve)
         finite = jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(direction))
         if nonfinite == "raise":
             direction = eqx.error_if(direction, ~finite, "non-finite gradient or natural-gradient direction")

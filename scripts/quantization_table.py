@@ -101,15 +101,16 @@ def main() -> int:
             name: [relative_error(A, b, bits, converters) for bits in BITS]
             for name, converters in SETTINGS.items()
         }
+        coupling_min_eigenvalues = {
+            bits: programmed_min_eigenvalue(A, thermox.AnalogDevice(coupling_bits=bits)) for bits in BITS
+        }
     print(
         f"thermox.linalg.solve, n = {N}, cond(A) = {np.linalg.cond(A):.1f}, t = {RUN_TIME:g} tau, kappa0 = 0, "
         f"float64, seed {SEED}; relative error |x - A^-1 b| / |A^-1 b|; ratio = this row's error / previous row's\n"
     )
     print(markdown(errors))
     print()
-    for bits in BITS:
-        with jax.enable_x64(True):
-            lowest = programmed_min_eigenvalue(A, thermox.AnalogDevice(coupling_bits=bits))
+    for bits, lowest in coupling_min_eigenvalues.items():
         if lowest <= 0:
             print(f"unstable at {bits} bits: the quantized couplings have smallest eigenvalue {lowest:.3g} <= 0")
     for name, values in errors.items():

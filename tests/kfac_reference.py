@@ -9,9 +9,9 @@ fixture so every array is float64.
 
 from __future__ import annotations
 
+import functools
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 import scipy.linalg
 from jax.flatten_util import ravel_pytree
@@ -23,12 +23,15 @@ EPS64 = float(np.finfo(np.float64).eps)
 # ----------------------------------------------------------------------------------------- tiny problems
 
 
-def mlp_init(key, sizes=(5, 4, 3)):
-    """A tanh MLP (default 5-4-3: N = 5*4 + 4 + 4*3 + 3 = 39 parameters) as a list of dicts."""
-    keys = jr.split(key, len(sizes) - 1)
+def mlp_init(seed, sizes=(5, 4, 3)):
+    """A tanh MLP (default 5-4-3: N = 5*4 + 4 + 4*3 + 3 = 39 parameters) as a list of dicts.
+
+    Data and initial parameters come from numpy's seeded generator (cheaper than compiling JAX's PRNG).
+    """
+    rng = np.random.default_rng(seed)
     return [
-        {"w": jr.normal(k, (m, n)) / np.sqrt(m), "b": 0.1 * jr.normal(jr.fold_in(k, 1), (n,))}
-        for k, m, n in zip(keys, sizes[:-1], sizes[1:])
+        {"w": jnp.asarray(rng.normal(size=(m, n)) / np.sqrt(m)), "b": jnp.asarray(0.1 * rng.normal(size=n))}
+        for m, n in zip(sizes[:-1], sizes[1:])
     ]
 
 
@@ -41,15 +44,15 @@ def mlp_predict(params, x):
     return h
 
 
-def problem(loss: str, *, key=0, batch: int = 8, sizes=(5, 4, 3)):
-    """``(params, inputs, targets)`` of the MLP on ``batch`` random examples (fixed keys)."""
-    k_params, k_x, k_y = jr.split(jr.key(key), 3)
-    params = mlp_init(k_params, sizes)
-    x = jr.normal(k_x, (batch, sizes[0]))
+def problem(loss: str, *, seed=0, batch: int = 8, sizes=(5, 4, 3)):
+    """``(params, inputs, targets)`` of the MLP on ``batch`` random examples (fixed seeds)."""
+    params = mlp_init(seed, sizes)
+    rng = np.random.default_rng(seed + 1000)
+    x = jnp.asarray(rng.normal(size=(batch, sizes[0])))
     if loss == "softmax_cross_entropy":
-        y = jr.randint(k_y, (batch,), 0, sizes[-1])
+        y = jnp.asarray(rng.integers(0, sizes[-1], size=batch))
     else:
-        y = jr.normal(k_y, (batch, sizes[-1]))
+        y = jnp.asarray(rng.normal(size=(batch, sizes[-1])))
     return params, x, y
 
 
@@ -84,29 +87,39 @@ def flat(tree) -> np.ndarray:
     return np.asarray(ravel_pytree(tree)[0])
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
 def grad(loss: str, predict, params, x, y):
     """The batch gradient as a pytree (what a train step hands to ``update``)."""
     return jax.grad(lambda p: batch_loss(loss, predict, p, x, y))(params)
 
 
-def ggn(loss: str, predict, params, x, y) -> np.ndarray:
-    """``G = (1/b) sum_i J_i^T H_i J_i``, dense (N, N) float64."""
+@functools.partial(jax.jit, static_argnums=(0,))
+def _output_jacobian(predict, params, x):
     theta, unravel = ravel_pytree(params)
-    J = np.asarray(jax.jacrev(lambda f: predict(unravel(f), x))(theta))  # (b, dz, N)
-    z = np.asarray(predict(params, x))
-    b = J.shape[0]
-    return sum(J[i].T @ output_hessian(loss, z[i]) @ J[i] for i in range(b)) / b
+    return jax.jacrev(lambda f: predict(unravel(f), x))(theta), predict(params, x)
 
 
-def empirical_fisher(loss: str, predict, params, x, y) -> np.ndarray:
-    """``F = (1/b) sum_i g_i g_i^T`` with the per-example gradients ``g_i``."""
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _per_example_gradients(loss: str, predict, params, x, y):
     theta, unravel = ravel_pytree(params)
 
     def losses(f):
         z = predict(unravel(f), x)
         return jax.vmap(lambda zi, yi: example_loss(loss, zi, yi))(z, y)
 
-    per_example = np.asarray(jax.jacrev(losses)(theta))  # (b, N)
+    return jax.jacrev(losses)(theta)
+
+
+def ggn(loss: str, predict, params, x, y) -> np.ndarray:
+    """``G = (1/b) sum_i J_i^T H_i J_i``, dense (N, N) float64."""
+    J, z = (np.asarray(a) for a in _output_jacobian(predict, params, x))  # (b, dz, N), (b, dz)
+    b = J.shape[0]
+    return sum(J[i].T @ output_hessian(loss, z[i]) @ J[i] for i in range(b)) / b
+
+
+def empirical_fisher(loss: str, predict, params, x, y) -> np.ndarray:
+    """``F = (1/b) sum_i g_i g_i^T`` with the per-example gradients ``g_i``."""
+    per_example = np.asarray(_per_example_gradients(loss, predict, params, x, y))  # (b, N)
     return per_example.T @ per_example / per_example.shape[0]
 
 
@@ -146,6 +159,13 @@ def solve_rtol(A: np.ndarray) -> float:
 def rel_err(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def update(tx, g, state, params, batch):
+    """``tx.update`` under ``jax.jit``: one compile (~0.5 s) is much cheaper than the first eager call,
+    which compiles every primitive separately (~5 s)."""
+    return jax.jit(lambda g, state, params, batch: tx.update(g, state, params, batch=batch))(
+        g, state, params, batch)
 
 
 def natural_gradient_state(opt_state) -> kfac_thermo.NaturalGradientState:

@@ -8,7 +8,12 @@ The OU process in units of tau:  dx = -(A x - b) ds + sqrt(2 kappa0) dW,  x(0) =
 from __future__ import annotations
 
 import numpy as np
+import scipy.integrate
 import scipy.linalg
+
+# Quadrature accuracy requested from scipy (absolute and relative); the integrands are smooth on the
+# integration domains used (the kink of the kernel at s = u is put on the boundary), so QUADPACK meets it.
+QUAD_TOL = 1e-12
 
 
 def random_spd(n: int, eigenvalues, seed: int) -> np.ndarray:
@@ -114,3 +119,18 @@ def euler_maruyama_window_law(A, b, x0, kappa0, h, steps, window_steps):
         C = fi**lag * P[np.minimum.outer(np.arange(len(ks)), np.arange(len(ks)))]
         var[i] = C.sum() / window_steps**2
     return mean, (V * var) @ V.T
+
+
+def quad_window_variance(w, kappa0, t, T):
+    """(1/T^2) double integral of the OU covariance kernel over [a, t]^2, as twice the triangle u <= s
+    (the kernel is symmetric; on the triangle it is smooth). Written without cancellation for small w:
+    kappa0/w (e^{-w(s-u)} - e^{-w(s+u)}) = kappa0 e^{-w(s-u)} (1 - e^{-2 w u}) / w, -> 2 kappa0 u at w = 0."""
+    a = t - T
+
+    def kernel(u, s):
+        if w == 0:
+            return 2.0 * kappa0 * u
+        return kappa0 * np.exp(-w * (s - u)) * (-np.expm1(-2.0 * w * u)) / w
+
+    val, _ = scipy.integrate.dblquad(kernel, a, t, lambda s: a, lambda s: s, epsabs=QUAD_TOL, epsrel=QUAD_TOL)
+    return 2.0 * val / T**2

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, ArrayLike, Float
 
+from ._eigh import eigh
 from ._krylov import krylov_apply
 from ._spectral import ScalarFn
 
@@ -83,7 +84,7 @@ class EigenDrift(AbstractDrift):
     @classmethod
     def from_matrix(cls, matrix: Float[ArrayLike, "n n"]) -> "EigenDrift":
         matrix = check_symmetric(jnp.asarray(matrix))
-        w, V = jnp.linalg.eigh(matrix)
+        w, V = eigh(matrix)
         w = eqx.error_if(
             w, w[0] <= 0, "thermox: the drift matrix is not positive definite (smallest eigenvalue <= 0)"
         )
@@ -153,11 +154,11 @@ class LowRankDrift(AbstractDrift):
 
     def diagonalized(self) -> "LowRankDrift":
         """The same drift with the r x r ``eigh`` of the Gram matrix done once, for several ``apply_fn`` calls."""
-        s, Q = jnp.linalg.eigh(self.gram)
+        s, Q = eigh(self.gram)
         return eqx.tree_at(lambda d: d.gram_eigen, self, (s, Q), is_leaf=lambda x: x is None)
 
     def apply_fn(self, fn, x, **_):
-        s, Q = self.gram_eigen if self.gram_eigen is not None else jnp.linalg.eigh(self.gram)
+        s, Q = self.gram_eigen if self.gram_eigen is not None else eigh(self.gram)
         s = jnp.maximum(s, 0.0)
         kept = s > jnp.finfo(s.dtype).eps * jnp.maximum(jnp.max(s), jnp.finfo(s.dtype).tiny) * s.shape[0]
         inv_sqrt = jnp.where(kept, 1.0 / jnp.sqrt(jnp.where(kept, s, 1.0)), 0.0)

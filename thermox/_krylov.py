@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._eigh import eigh
 from ._spectral import ScalarFn
 
 Matvec = Callable[[Float[Array, " n"]], Float[Array, " n"]]
@@ -49,7 +50,7 @@ def _lanczos(mv: Matvec, v: Float[Array, " n"], dim: int):
 def _tridiagonal_fn_e1(alpha, beta, fn: ScalarFn):
     """``f(T) e1`` for the symmetric tridiagonal T with diagonal alpha and off-diagonal beta[:-1]."""
     T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
-    theta, S = jnp.linalg.eigh(T)
+    theta, S = eigh(T)
     return S @ (fn(theta) * S[0]), theta
 
 

@@ -1,0 +1,178 @@
+"""TNGD's device dynamics against the closed form of the OU process (REFERENCE.md sections 1 and 3).
+
+With ``A = G + damping I`` and ``x* = A^-1 g`` the readout after ``t`` tau from ``x0`` has mean
+``e^{-A t}(x0 - x*) + x*`` (reference: ``scipy.linalg.expm``) and covariance ``kappa0 A^-1 (I - e^{-2 A t})``.
+The first step starts the device at the gradient (``x0 = g``), later ones at the previous voltages.
+"""
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+import kfac_thermo as kt
+import thermox
+import kfac_reference as ref
+
+LOSS = "softmax_cross_entropy"
+LR = 0.3
+DAMPING = 0.1
+
+
+def law_rtol(A, t, x0, expected):
+    """Rounding bound of the exact law ``x0 + M(A)(g - A x0)`` against ``expm``: both are sums of O(N)
+    products of O(1)-conditioned terms whose size is at most ``(1 + t|A|)|x0|`` (the matrix exponential's
+    own error is ``~ N eps t|A|``, Higham 2005), each carrying ``<= N eps`` relative rounding; 100 covers the
+    constants. Relative to ``|expected|``."""
+    n = A.shape[0]
+    scale = (1.0 + t * np.linalg.norm(A, 2)) * np.linalg.norm(x0) + np.linalg.norm(np.linalg.solve(A, x0))
+    return 100 * n * ref.EPS64 * scale / np.linalg.norm(expected)
+
+
+def setup():
+    params, x, y = ref.problem(LOSS)
+    G = ref.ggn(LOSS, ref.mlp_predict, params, x, y)
+    g_tree = ref.grad(LOSS, ref.mlp_predict, params, x, y)
+    return params, x, y, G, g_tree
+
+
+def tngd_first_updates(ts, params, x, y, g_tree, **kwargs):
+    """First updates of tngd for each run time in ``ts`` (traced: one compile for the whole sweep)."""
+
+    @jax.jit
+    @jax.vmap
+    def run(t):
+        tx = kt.tngd(LR, predict_fn=ref.mlp_predict, loss=LOSS, damping=DAMPING, t=t, **kwargs)
+        updates, state = tx.update(g_tree, tx.init(params), params, batch=(x, y))
+        return jax.flatten_util.ravel_pytree(updates)[0], state
+
+    return run(jnp.asarray(ts))
+
+
+def test_run_time_interpolates_from_sgd_to_ngd(x64):
+    """t -> 0 reads out the start state g (SGD); intermediate t the closed-form mean; t -> inf NGD."""
+    params, x, y, G, g_tree = setup()
+    g = ref.flat(g_tree)
+    A = ref.damped(G, DAMPING)
+    ts = [0.0, 1e-8, 0.5, 5.0, 1e4]
+    updates, states = tngd_first_updates(ts, params, x, y, g_tree)
+    updates = np.asarray(updates)
+    for t, u in zip(ts, updates):
+        expected = ref.device_mean(G, g, DAMPING, t, x0=g)
+        assert ref.rel_err(u, -LR * expected) <= law_rtol(A, t, g, expected), t
+    # SGD limit: |x(t) - g| = |(I - e^{-A t})(g - x*)| <= t |A|_2 |g - x*|, plus rounding of a few eps |g|.
+    for t, u in zip(ts[:2], updates[:2]):
+        bound = t * np.linalg.norm(A, 2) * np.linalg.norm(g - np.linalg.solve(A, g)) / np.linalg.norm(g)
+        assert ref.rel_err(u, -LR * g) <= bound + 100 * ref.EPS64, t
+    # NGD limit: e^{-lambda_min t} <= e^{-0.1 * 1e4} leaves only the solve's rounding.
+    assert ref.rel_err(updates[-1], -LR * ref.ngd_direction(G, g, DAMPING)) <= ref.solve_rtol(A)
+    # The intermediate times are neither SGD nor NGD (else they would not test the run time).
+    for u in updates[2:4]:
+        assert ref.rel_err(u, -LR * g) > 0.05 and ref.rel_err(u, -LR * ref.ngd_direction(G, g, DAMPING)) > 0.05
+    # The device voltages carried to the next step are the (ideal-ADC) readout.
+    voltages = np.asarray(ref.natural_gradient_state(states).solver_state)
+    np.testing.assert_allclose(voltages, -updates / LR, rtol=0, atol=10 * ref.EPS64 * np.abs(updates / LR).max())
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_second_step_starts_from_previous_device_state(x64, reset):
+    """Algorithm 1: step 2 runs on (G_1, g_1) from the voltages left by step 1 (``reset``: from g_1;
+    with ``delay``: step 1's voltages after ``delay`` more tau on the stale (G_0, g_0))."""
+    t = 0.5
+    delays = [0.0, 0.3]
+    params0, x, y, G0, g0_tree = setup()
+    g0 = ref.flat(g0_tree)
+
+    @jax.jit
+    @jax.vmap
+    def two_steps(delay):
+        tx = kt.tngd(LR, predict_fn=ref.mlp_predict, loss=LOSS, damping=DAMPING, t=t, reset=reset, delay=delay)
+        u0, state = tx.update(g0_tree, tx.init(params0), params0, batch=(x, y))
+        params1 = optax.apply_updates(params0, u0)
+        g1_tree = ref.grad(LOSS, ref.mlp_predict, params1, x, y)
+        u1, _ = tx.update(g1_tree, state, params1, batch=(x, y))
+        return ravel(u0), ravel(u1), params1
+
+    u0s, u1s, params1s = two_steps(jnp.asarray(delays))
+    readout0 = ref.device_mean(G0, g0, DAMPING, t, x0=g0)
+    A0 = ref.damped(G0, DAMPING)
+    for u0 in np.asarray(u0s):  # the first readout does not depend on the delay that follows it
+        assert ref.rel_err(u0, -LR * readout0) <= law_rtol(A0, t, g0, readout0)
+    params1 = jax.tree_util.tree_map(lambda leaf: leaf[0], params1s)
+    G1 = ref.ggn(LOSS, ref.mlp_predict, params1, x, y)
+    g1 = ref.flat(ref.grad(LOSS, ref.mlp_predict, params1, x, y))
+    A1 = ref.damped(G1, DAMPING)
+    expected = []
+    for delay, u1 in zip(delays, np.asarray(u1s)):
+        x0 = g1 if reset else ref.device_mean(G0, g0, DAMPING, t + delay, x0=g0)
+        expected.append(ref.device_mean(G1, g1, DAMPING, t, x0=x0))
+        assert ref.rel_err(u1, -LR * expected[-1]) <= 2 * law_rtol(A1, t, x0, expected[-1]), delay
+    if not reset:  # the delay visibly changes the start state, and the carried state is not the reset one
+        assert ref.rel_err(expected[1], expected[0]) > 1e-3
+        assert ref.rel_err(expected[0], ref.device_mean(G1, g1, DAMPING, t, x0=g1)) > 1e-3
+
+
+def ravel(tree):
+    return jax.flatten_util.ravel_pytree(tree)[0]
+
+
+def test_noisy_device_mean_and_variance(x64):
+    """Fresh init + update over M keys on a device with thermal noise kappa0.
+
+    Each coordinate of the update is Gaussian with mean ``-lr * mean_i`` and variance
+    ``lr^2 [kappa0 A^-1 (I - e^{-2At})]_ii``. The sample mean is within 5 sigma_i / sqrt(M) of the
+    noiseless value and the sample variance within 5 sqrt(2 / (M - 1)) relative of the closed form
+    (the sample variance of M Gaussians has relative standard deviation sqrt(2 / (M - 1))).
+    """
+    M, t, kappa0 = 4000, 0.5, 1e-2
+    params, x, y, G, g_tree = setup()
+    g = ref.flat(g_tree)
+    device = thermox.AnalogDevice(kappa0=kappa0)
+
+    @jax.jit
+    @jax.vmap
+    def one_update(key):
+        tx = kt.tngd(LR, predict_fn=ref.mlp_predict, loss=LOSS, damping=DAMPING, t=t, device=device, key=key)
+        updates, _ = tx.update(g_tree, tx.init(params), params, batch=(x, y))
+        return jax.flatten_util.ravel_pytree(updates)[0]
+
+    samples = np.asarray(one_update(jr.split(jr.key(42), M)))
+    mean = -LR * ref.device_mean(G, g, DAMPING, t, x0=g)
+    std = LR * np.sqrt(ref.device_variance(G, DAMPING, t, kappa0))
+    z = (samples.mean(0) - mean) / (std / np.sqrt(M))
+    assert np.max(np.abs(z)) < 5, z
+    rel_var = samples.var(0, ddof=1) / std**2 - 1
+    assert np.max(np.abs(rel_var)) < 5 * np.sqrt(2 / (M - 1)), rel_var
+    # The noise is visible at this sample size (std well above the margin used for the mean).
+    assert np.min(std) > 100 * 5 * np.max(std) / np.sqrt(M) / 100
+
+
+def test_diffrax_euler_agrees_with_exact_law(x64):
+    """method="diffrax" (Euler, noiseless) is exactly the Euler iteration ``x <- x - h (A x - g)``, i.e.
+    ``(I - hA)^n (x0 - x*) + x*`` with n = t / h; its distance to the exact law is the O(h) Euler bias: per
+    eigenvalue w of A, ``|(1 - hw)^n - e^{-wt}| = e^{-wt} (1 - e^{-d}) <= e^{-wt} d`` with
+    ``d = n(-log(1 - hw) - hw) <= t h w^2 / (2 (1 - hw))`` (for 0 < hw < 1)."""
+    t, dt = 0.5, 0.05
+    params, x, y, G, g_tree = setup()
+    g = ref.flat(g_tree)
+    A = ref.damped(G, DAMPING)
+    w = np.linalg.eigvalsh(A)
+    assert dt * w.max() < 1
+    tx = kt.tngd(LR, predict_fn=ref.mlp_predict, loss=LOSS, damping=DAMPING, t=t, method="diffrax", dt=dt)
+    u_euler = ref.flat(ref.update(tx, g_tree, tx.init(params), params, (x, y))[0])
+
+    n = round(t / dt)
+    x_star = np.linalg.solve(A, g)
+    euler = np.linalg.matrix_power(np.eye(len(g)) - dt * A, n) @ (g - x_star) + x_star
+    # n steps each rounding at ~N eps relative.
+    assert ref.rel_err(u_euler, -LR * euler) <= 100 * n * len(g) * ref.EPS64
+
+    # The exact-law default equals this closed form to rounding (test_run_time_interpolates_from_sgd_to_ngd).
+    exact = ref.device_mean(G, g, DAMPING, t, x0=g)
+    bias_bound = np.max(np.exp(-w * t) * t * dt * w**2 / (2 * (1 - dt * w))) * np.linalg.norm(g - x_star)
+    bias = np.linalg.norm(u_euler / LR + exact)
+    assert bias <= bias_bound
+    # The bound is not vacuous: the bias is O(dt) and of the bound's order.
+    assert bias > 0.1 * bias_bound
