@@ -61,12 +61,21 @@ class Loss:
             return 0.5 * jnp.sum((z - y) ** 2)
         return self.spec(z, y)
 
-    def hessian_factor(self, z: Float[Array, " dz"], y: Array) -> Float[Array, "dz dz"]:
-        """``L`` with ``L L^T`` the Hessian of the loss in the outputs ``z`` (one example)."""
+    def hessian_factor(self, z: Float[Array, " dz"], y: Array) -> Float[Array, "dz m"]:
+        """``L`` with ``L L^T`` the Hessian of the loss in the outputs ``z`` (one example).
+
+        Softmax cross-entropy: ``H = diag(p) - p p^T`` has rank dz - 1 (``H 1 = 0``), and so does
+        ``L0 = diag(sqrt p) - p sqrt(p)^T`` (``L0 sqrt(p) = 0``); ``L = L0 Q`` with ``Q`` the dz - 1 columns of the
+        Householder reflection that maps ``sqrt(p)`` to ``-e1`` drops that null direction, so the GGN has rank
+        b (dz - 1) instead of b dz.
+        """
         if self.spec == "softmax_cross_entropy":
             p = jax.nn.softmax(z)
             sqrt_p = jnp.sqrt(p)
-            return jnp.diag(sqrt_p) - jnp.outer(p, sqrt_p)
+            full = jnp.diag(sqrt_p) - jnp.outer(p, sqrt_p)
+            v = sqrt_p.at[0].add(1.0)
+            reflection = jnp.eye(z.shape[-1], dtype=z.dtype) - 2.0 * jnp.outer(v, v) / jnp.dot(v, v)
+            return full @ reflection[:, 1:]
         if self.spec == "mse":
             return jnp.eye(z.shape[-1], dtype=z.dtype)
         h = jax.hessian(lambda out: self.spec(out, y))(z)

@@ -14,7 +14,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 import thermox
@@ -85,6 +85,13 @@ class CGSolver(AbstractCurvatureSolver):
     iterations: int = eqx.field(static=True, default=10)
 
     def __check_init__(self):
+        # A loop length must be a Python integer: under optax.inject_hyperparams an int argument becomes an
+        # array (traced under jit) unless it is listed in static_args.
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, (int, np.integer)):
+            raise ValueError(
+                f"CG iterations fixes the loop length and must be a Python int, got {self.iterations!r}; "
+                "with optax.inject_hyperparams list 'iterations' in static_args"
+            )
         if self.iterations < 1:
             raise ValueError(f"CG iterations must be >= 1, got {self.iterations}")
 
@@ -93,12 +100,10 @@ class CGSolver(AbstractCurvatureSolver):
 
     def __call__(self, curvature, g, damping, state, count, key):
         matvec = curvature.matvec_fn()
-        operator = lx.FunctionLinearOperator(
-            lambda v: matvec(v) + damping * v, jax.ShapeDtypeStruct(g.shape, g.dtype),
-            tags=lx.positive_semidefinite_tag,
+        # Zero tolerances: exactly ``iterations`` steps unless the residual vanishes first.
+        solution, _ = jax.scipy.sparse.linalg.cg(
+            lambda v: matvec(v) + damping * v, g, x0=state, tol=0.0, atol=0.0, maxiter=self.iterations
         )
-        cg = lx.CG(rtol=0.0, atol=0.0, max_steps=self.iterations)
-        solution = lx.linear_solve(operator, g, cg, options={"y0": state}, throw=False).value
         return solution, solution, _work(2 * self.iterations, 0.0)
 
 
@@ -127,7 +132,8 @@ class ThermodynamicSolver(AbstractCurvatureSolver):
     delay: float | Float[Array, ""] = 0.0
     reset: bool = eqx.field(static=True, default=False)
     method: str = eqx.field(static=True, default="auto")
-    dt: float = eqx.field(static=True, default=0.1)
+    # Not static: optax.inject_hyperparams turns the float into an array (only method="diffrax" uses it).
+    dt: float | Float[Array, ""] = 0.1
     sde_solver: diffrax.AbstractSolver | None = None
     cost_model: thermox.cost.CostModel = thermox.cost.CostModel()
 

@@ -20,7 +20,7 @@ def linear(params, x):
 def train(tx, predict, loss, params, x, y, steps, metric=None):
     """``steps`` jitted train steps; returns the final params and the loss before each step."""
 
-    @jax.jit
+    @ref.quick_jit
     def step(params, opt_state):
         value, grads = jax.value_and_grad(lambda p: ref.batch_loss(loss, predict, p, x, y))(params)
         updates, opt_state = tx.update(grads, opt_state, params, batch=(x, y))

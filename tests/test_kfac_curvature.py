@@ -1,6 +1,8 @@
-"""The curvature factors ``G = W W^T`` against the dense references, and the Monte-Carlo Fisher's mean."""
+"""The curvature factors ``G = W W^T`` (explicit and matrix-free) against the dense references, and the
+Monte-Carlo Fisher's mean."""
 
 import jax
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
@@ -10,23 +12,27 @@ import kfac_reference as ref
 
 
 @pytest.mark.parametrize("loss", ["softmax_cross_entropy", "mse"])
-@pytest.mark.parametrize("kind", ["ggn", "empirical_fisher"])
-def test_factor_and_matvec_match_dense(x64, loss, kind):
+def test_factor_and_matvec_match_dense(x64, loss):
+    """GGN and empirical Fisher: ``W W^T`` (explicit factor) and ``v -> G v`` (matrix-free) equal the dense ones."""
     params, x, y = ref.problem(loss)
-    dense = (ref.ggn if kind == "ggn" else ref.empirical_fisher)(loss, ref.mlp_predict, params, x, y)
-    curvature = kt.BatchCurvature(kind, ref.mlp_predict, kt.Loss(loss), params, x, y, jr.key(0))
+    kinds = ("ggn", "empirical_fisher")
+    v = np.random.default_rng(0).normal(size=39)
 
-    @jax.jit
+    @ref.quick_jit
     def products(v):
-        W = curvature.factor()
-        return W @ W.T, curvature.matvec_fn()(v)
+        out = []
+        for kind in kinds:
+            curvature = kt.BatchCurvature(kind, ref.mlp_predict, kt.Loss(loss), params, x, y, jr.key(0))
+            W = curvature.factor()
+            out.append((W @ W.T, curvature.matvec_fn()(v)))
+        return out
 
-    v = np.random.default_rng(0).normal(size=dense.shape[0])
-    WWt, Gv = (np.asarray(a) for a in products(v))
-    # Sums of O(b dz) products of O(1) terms: rounding <= 100 N eps relative to |G|.
-    tol = 100 * dense.shape[0] * ref.EPS64 * np.linalg.norm(dense)
-    np.testing.assert_allclose(WWt, dense, rtol=0, atol=tol)
-    np.testing.assert_allclose(Gv, dense @ v, rtol=0, atol=tol * np.linalg.norm(v))
+    for kind, (WWt, Gv) in zip(kinds, products(v)):
+        dense = (ref.ggn if kind == "ggn" else ref.empirical_fisher)(loss, ref.mlp_predict, params, x, y)
+        # Sums of O(b dz) products of O(1) terms: rounding <= 100 N eps relative to |G|.
+        tol = 100 * dense.shape[0] * ref.EPS64 * np.linalg.norm(dense)
+        np.testing.assert_allclose(np.asarray(WWt), dense, rtol=0, atol=tol, err_msg=kind)
+        np.testing.assert_allclose(np.asarray(Gv), dense @ v, rtol=0, atol=tol * np.linalg.norm(v), err_msg=kind)
 
 
 @pytest.mark.parametrize("loss", ["softmax_cross_entropy", "mse"])
@@ -39,7 +45,7 @@ def test_mc_fisher_is_unbiased_for_the_ggn(x64, loss):
     params, x, y = ref.problem(loss)
     G = ref.ggn(loss, ref.mlp_predict, params, x, y)
 
-    @jax.jit
+    @ref.quick_jit
     @jax.vmap
     def draw(key):
         W = kt.BatchCurvature("mc_fisher", ref.mlp_predict, kt.Loss(loss), params, x, y, key).factor()
@@ -50,3 +56,42 @@ def test_mc_fisher_is_unbiased_for_the_ggn(x64, loss):
     assert np.all(np.abs(samples.mean(0) - G) <= 5 * se + 1e-12)
     # The draws do vary: this is a statistical check, not an exact one.
     assert np.median(se) > 1e-6 * np.abs(G).max()
+
+
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "mse"])
+def test_matrix_free_low_rank_form(x64, loss):
+    """``low_rank() = (W^T W, c -> W c, v -> W^T v)`` without forming W (what TNGD and Woodbury use):
+    ``W W^T v`` equals the dense ``G v``, the Gram's eigenvalues are G's nonzero ones, and the Gram is the one
+    of its own factor (``W^T W c``); for the Monte-Carlo Fisher (same key) it equals the explicit factor's.
+    (An equinox model goes through the same path in test_kfac_exact.py.)"""
+    predict = ref.mlp_predict
+    params, x, y = ref.problem(loss)
+    kinds = ("ggn", "empirical_fisher", "mc_fisher")
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=39)
+
+    @ref.quick_jit
+    def forms(v):
+        out = []
+        for kind in kinds:
+            curvature = kt.BatchCurvature(kind, predict, kt.Loss(loss), params, x, y, jr.key(5))
+            gram, factor, factor_transpose = curvature.low_rank()
+            c = jnp.ones(gram.shape[0])
+            W = curvature.factor()
+            out.append(dict(gram=gram, GGv=factor(factor_transpose(v)), WtWc=factor_transpose(factor(c)),
+                            gram_c=gram @ c, WWt=W @ W.T))
+        return out
+
+    for kind, f in zip(kinds, forms(v)):
+        f = {k: np.asarray(a) for k, a in f.items()}
+        if kind == "mc_fisher":
+            dense = f["WWt"]  # the explicit factor, itself checked against the GGN in distribution above
+        else:
+            dense = (ref.ggn if kind == "ggn" else ref.empirical_fisher)(loss, predict, params, x, y)
+        # Rounding: sums of O(N) products of O(1)-conditioned terms, <= 100 N eps relative to |G|.
+        tol = 100 * 39 * ref.EPS64 * np.linalg.norm(dense)
+        np.testing.assert_allclose(f["GGv"], dense @ v, rtol=0, atol=tol * np.linalg.norm(v), err_msg=kind)
+        r = f["gram"].shape[0]
+        np.testing.assert_allclose(np.linalg.eigvalsh(f["gram"]), np.linalg.eigvalsh(dense)[-r:], rtol=0, atol=tol,
+                                   err_msg=kind)
+        np.testing.assert_allclose(f["WtWc"], f["gram_c"], rtol=0, atol=tol * np.sqrt(r), err_msg=kind)

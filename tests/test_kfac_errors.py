@@ -75,6 +75,13 @@ def test_missing_batch_names_it(problem, name):
         tx.update(g, tx.init(params), params)
 
 
+def test_missing_params(problem):
+    params, x, y, g = problem
+    tx = make("ngd")
+    with pytest.raises(ValueError, match="params"):
+        tx.update(g, tx.init(params), None, batch=(x, y))
+
+
 @pytest.mark.parametrize(
     "bad",
     ["not a pair", "inputs features", "inputs batch", "label shape", "float labels", "mse targets", "1-d outputs"],
@@ -119,14 +126,14 @@ def poisoned(g):
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ["tngd", "ngd", "ngd_cg"])  # device state, stateless, CG warm start
 def test_nonfinite_gradient_is_skipped(problem, name):
     """Default policy: the step is a no-op (params unchanged), counted in the NaturalGradientState inside the
     chain; the next finite step is exactly the one a fresh optimizer would take."""
     params, x, y, g = problem
     tx = optax.chain(optax.clip_by_global_norm(1e3), make(name, t=0.5) if "tngd" in name else make(name))
 
-    @jax.jit
+    @ref.quick_jit
     def step(grads, opt_state, params):
         updates, opt_state = tx.update(grads, opt_state, params, batch=(x, y))
         return optax.apply_updates(params, updates), opt_state
@@ -143,11 +150,11 @@ def test_nonfinite_gradient_is_skipped(problem, name):
     assert np.all(np.isfinite(ref.flat(after_skip)))
 
 
-@pytest.mark.parametrize("name", ["tngd", "ngd"])
+@pytest.mark.parametrize("name", ["tngd"])  # one policy check after every solver: the device path suffices
 def test_nonfinite_gradient_raises_on_request(problem, name):
     params, x, y, g = problem
     tx = make(name, nonfinite="raise")
-    update = jax.jit(lambda grads, s: tx.update(grads, s, params, batch=(x, y))[0])
+    update = ref.quick_jit(lambda grads, s: tx.update(grads, s, params, batch=(x, y))[0])
     jax.block_until_ready(update(g, tx.init(params)))  # finite: fine
     with pytest.raises(Exception, match="non-finite"):
         jax.block_until_ready(update(poisoned(g), tx.init(params)))

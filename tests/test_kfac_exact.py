@@ -32,7 +32,7 @@ def make(name, loss, curvature="ggn", predict=ref.mlp_predict, damping=DAMPING):
         return kt.ngd_woodbury(LR, **common)
     if name == "ngd_cg":
         # In exact arithmetic CG ends in at most (number of distinct eigenvalues) <= N steps; 2N absorbs the
-        # loss of orthogonality in floating point for this well-conditioned (kappa ~ 1e3) system.
+        # loss of orthogonality in floating point for these well-conditioned (kappa(A) ~ 50-200) systems.
         return kt.ngd_cg(LR, iterations=2 * N_MLP, **common)
     raise AssertionError(name)
 
@@ -62,7 +62,7 @@ def test_first_update_is_damped_ggn_solve(x64, name, loss):
     assert jax.tree_util.tree_structure(updates) == jax.tree_util.tree_structure(params)
 
 
-@pytest.mark.parametrize("name", ["tngd", "ngd"])
+@pytest.mark.parametrize("name", ["tngd"])  # ngd's explicit factor: test_kfac_curvature.py
 def test_first_update_with_empirical_fisher(x64, name):
     loss = "softmax_cross_entropy"
     params, x, y = ref.problem(loss)
@@ -82,7 +82,7 @@ def test_callable_loss_matches_named_mse(x64):
     check_first_update(tx, params, x, y, G, g_tree)
 
 
-@pytest.mark.parametrize("name", ["tngd", "ngd_woodbury"])
+@pytest.mark.parametrize("name", ["tngd"])
 def test_equinox_model_parameters(x64, name):
     """Params may be the arrays of an equinox model (eqx.partition / eqx.combine)."""
     loss = "softmax_cross_entropy"

@@ -9,11 +9,13 @@ defaults ``b1 = b2 = 0`` then maps a direction ``d`` to ``d / (|d| + eps)`` (opt
 
 import jax
 import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
 import optax
 import pytest
 
 import kfac_thermo as kt
+import thermox
 import kfac_reference as ref
 
 LOSS = "softmax_cross_entropy"
@@ -29,10 +31,11 @@ FACTORIES = {
     "ngd_cg": kt.ngd_cg,
     "ngd_woodbury": kt.ngd_woodbury,
 }
-# Arguments that fix shapes, loop lengths or code paths: static under inject_hyperparams.
+# Non-numeric arguments, and integers that fix loop lengths: static under inject_hyperparams (the README's
+# static_args=("predict_fn", "loss"), plus CG's iteration count).
 STATIC = {
-    "tngd": ("predict_fn", "loss", "dt"),
-    "tngd_adam": ("predict_fn", "loss", "dt"),
+    "tngd": ("predict_fn", "loss"),
+    "tngd_adam": ("predict_fn", "loss"),
     "ngd": ("predict_fn", "loss"),
     "ngd_cg": ("predict_fn", "loss", "iterations"),
     "ngd_woodbury": ("predict_fn", "loss"),
@@ -97,9 +100,12 @@ def test_jitted_train_step_in_chain(x64, name):
     assert len(traces) == 1, "the train step was traced more than once"
     state = ref.natural_gradient_state(opt_state)
     assert int(state.count) == 3 and int(state.skipped) == 0
+    # Every transform reports its modeled cost (test_kfac_modeled_cost.py checks the values).
+    assert float(state.modeled_time_s) > 0 and float(state.model_calls) >= 2
 
 
 @pytest.mark.parametrize("name", list(FACTORIES))
+@pytest.mark.filterwarnings("error")  # e.g. equinox's "A JAX array is being set as static!"
 def test_inject_hyperparams_learning_rate_and_damping(x64, name):
     params, x, y = ref.problem(LOSS)
     G = ref.ggn(LOSS, ref.mlp_predict, params, x, y)
@@ -128,6 +134,16 @@ def test_inject_hyperparams_learning_rate_and_damping(x64, name):
         assert ref.rel_err(updates[1], 0.5 * updates[0]) > 0.1
 
 
+@pytest.mark.filterwarnings("ignore:A JAX array is being set as static")  # equinox's, before our error
+def test_inject_hyperparams_cg_iterations_must_be_static(x64):
+    """CG's iteration count is a loop length: injected as an array it is refused with a message that says so."""
+    params, _, _ = ref.problem(LOSS)
+    tx = optax.inject_hyperparams(kt.ngd_cg, static_args=("predict_fn", "loss"))(
+        learning_rate=LR, predict_fn=ref.mlp_predict, loss=LOSS, iterations=5)
+    with pytest.raises(ValueError, match="iterations"):
+        tx.init(params)
+
+
 def test_inject_hyperparams_traced_damping_is_checked(x64):
     """An injected damping is traced: a non-positive value fails at run time instead of at construction."""
     params, x, y = ref.problem(LOSS)
@@ -138,3 +154,31 @@ def test_inject_hyperparams_traced_damping_is_checked(x64):
     opt_state.hyperparams["damping"] = jnp.asarray(0.0, jnp.float64)
     with pytest.raises(Exception, match="damping"):
         jax.block_until_ready(jax.jit(lambda s: tx.update(g_tree, s, params, batch=(x, y))[0])(opt_state))
+
+
+def test_float32_train_step_on_a_realistic_device():
+    """JAX's default float32 (no x64 here): a noisy chip with 12-bit converters; dtypes are kept (no float64
+    creeps into params or state, which would also retrace), one trace for several steps, the loss decreases."""
+    params, x, y = ref.problem(LOSS)  # created without x64: float32 / int32
+    assert ref.flat(params).dtype == np.float32 and x.dtype == jnp.float32
+    device = thermox.AnalogDevice(kappa0=1e-3, dac_bits=12, adc_bits=12)
+    tx = optax.chain(optax.clip_by_global_norm(1.0),
+                     kt.tngd(0.1, predict_fn=ref.mlp_predict, loss=LOSS, device=device, key=jr.key(0)))
+    traces = []
+
+    @jax.jit
+    def train_step(params, opt_state):
+        traces.append(1)
+        value, grads = jax.value_and_grad(lambda p: ref.batch_loss(LOSS, ref.mlp_predict, p, x, y))(params)
+        updates, opt_state = tx.update(grads, opt_state, params, batch=(x, y))
+        return optax.apply_updates(params, updates), opt_state, value
+
+    opt_state, losses = tx.init(params), []
+    dtypes = jax.tree_util.tree_map(lambda a: a.dtype, opt_state)
+    for _ in range(5):
+        params, opt_state, value = train_step(params, opt_state)
+        losses.append(float(value))
+    assert len(traces) == 1
+    assert jax.tree_util.tree_map(lambda a: a.dtype, opt_state) == dtypes
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(params))
+    assert np.all(np.diff(losses) < 0) and int(ref.natural_gradient_state(opt_state).skipped) == 0

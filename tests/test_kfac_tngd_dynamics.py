@@ -21,16 +21,6 @@ LR = 0.3
 DAMPING = 0.1
 
 
-def law_rtol(A, t, x0, expected):
-    """Rounding bound of the exact law ``x0 + M(A)(g - A x0)`` against ``expm``: both are sums of O(N)
-    products of O(1)-conditioned terms whose size is at most ``(1 + t|A|)|x0|`` (the matrix exponential's
-    own error is ``~ N eps t|A|``, Higham 2005), each carrying ``<= N eps`` relative rounding; 100 covers the
-    constants. Relative to ``|expected|``."""
-    n = A.shape[0]
-    scale = (1.0 + t * np.linalg.norm(A, 2)) * np.linalg.norm(x0) + np.linalg.norm(np.linalg.solve(A, x0))
-    return 100 * n * ref.EPS64 * scale / np.linalg.norm(expected)
-
-
 def setup():
     params, x, y = ref.problem(LOSS)
     G = ref.ggn(LOSS, ref.mlp_predict, params, x, y)
@@ -41,12 +31,12 @@ def setup():
 def tngd_first_updates(ts, params, x, y, g_tree, **kwargs):
     """First updates of tngd for each run time in ``ts`` (traced: one compile for the whole sweep)."""
 
-    @jax.jit
+    @ref.quick_jit
     @jax.vmap
     def run(t):
         tx = kt.tngd(LR, predict_fn=ref.mlp_predict, loss=LOSS, damping=DAMPING, t=t, **kwargs)
         updates, state = tx.update(g_tree, tx.init(params), params, batch=(x, y))
-        return jax.flatten_util.ravel_pytree(updates)[0], state
+        return ref.ravel(updates), state
 
     return run(jnp.asarray(ts))
 
@@ -61,7 +51,7 @@ def test_run_time_interpolates_from_sgd_to_ngd(x64):
     updates = np.asarray(updates)
     for t, u in zip(ts, updates):
         expected = ref.device_mean(G, g, DAMPING, t, x0=g)
-        assert ref.rel_err(u, -LR * expected) <= law_rtol(A, t, g, expected), t
+        assert ref.rel_err(u, -LR * expected) <= ref.law_rtol(A, t, g, expected), t
     # SGD limit: |x(t) - g| = |(I - e^{-A t})(g - x*)| <= t |A|_2 |g - x*|, plus rounding of a few eps |g|.
     for t, u in zip(ts[:2], updates[:2]):
         bound = t * np.linalg.norm(A, 2) * np.linalg.norm(g - np.linalg.solve(A, g)) / np.linalg.norm(g)
@@ -85,7 +75,7 @@ def test_second_step_starts_from_previous_device_state(x64, reset):
     params0, x, y, G0, g0_tree = setup()
     g0 = ref.flat(g0_tree)
 
-    @jax.jit
+    @ref.quick_jit
     @jax.vmap
     def two_steps(delay):
         tx = kt.tngd(LR, predict_fn=ref.mlp_predict, loss=LOSS, damping=DAMPING, t=t, reset=reset, delay=delay)
@@ -93,13 +83,13 @@ def test_second_step_starts_from_previous_device_state(x64, reset):
         params1 = optax.apply_updates(params0, u0)
         g1_tree = ref.grad(LOSS, ref.mlp_predict, params1, x, y)
         u1, _ = tx.update(g1_tree, state, params1, batch=(x, y))
-        return ravel(u0), ravel(u1), params1
+        return ref.ravel(u0), ref.ravel(u1), params1
 
     u0s, u1s, params1s = two_steps(jnp.asarray(delays))
     readout0 = ref.device_mean(G0, g0, DAMPING, t, x0=g0)
     A0 = ref.damped(G0, DAMPING)
     for u0 in np.asarray(u0s):  # the first readout does not depend on the delay that follows it
-        assert ref.rel_err(u0, -LR * readout0) <= law_rtol(A0, t, g0, readout0)
+        assert ref.rel_err(u0, -LR * readout0) <= ref.law_rtol(A0, t, g0, readout0)
     params1 = jax.tree_util.tree_map(lambda leaf: leaf[0], params1s)
     G1 = ref.ggn(LOSS, ref.mlp_predict, params1, x, y)
     g1 = ref.flat(ref.grad(LOSS, ref.mlp_predict, params1, x, y))
@@ -108,14 +98,10 @@ def test_second_step_starts_from_previous_device_state(x64, reset):
     for delay, u1 in zip(delays, np.asarray(u1s)):
         x0 = g1 if reset else ref.device_mean(G0, g0, DAMPING, t + delay, x0=g0)
         expected.append(ref.device_mean(G1, g1, DAMPING, t, x0=x0))
-        assert ref.rel_err(u1, -LR * expected[-1]) <= 2 * law_rtol(A1, t, x0, expected[-1]), delay
+        assert ref.rel_err(u1, -LR * expected[-1]) <= ref.law_rtol(A1, t, x0, expected[-1], b=g1), delay
     if not reset:  # the delay visibly changes the start state, and the carried state is not the reset one
         assert ref.rel_err(expected[1], expected[0]) > 1e-3
         assert ref.rel_err(expected[0], ref.device_mean(G1, g1, DAMPING, t, x0=g1)) > 1e-3
-
-
-def ravel(tree):
-    return jax.flatten_util.ravel_pytree(tree)[0]
 
 
 def test_noisy_device_mean_and_variance(x64):
@@ -131,12 +117,12 @@ def test_noisy_device_mean_and_variance(x64):
     g = ref.flat(g_tree)
     device = thermox.AnalogDevice(kappa0=kappa0)
 
-    @jax.jit
+    @ref.quick_jit
     @jax.vmap
     def one_update(key):
         tx = kt.tngd(LR, predict_fn=ref.mlp_predict, loss=LOSS, damping=DAMPING, t=t, device=device, key=key)
         updates, _ = tx.update(g_tree, tx.init(params), params, batch=(x, y))
-        return jax.flatten_util.ravel_pytree(updates)[0]
+        return ref.ravel(updates)
 
     samples = np.asarray(one_update(jr.split(jr.key(42), M)))
     mean = -LR * ref.device_mean(G, g, DAMPING, t, x0=g)
@@ -145,8 +131,6 @@ def test_noisy_device_mean_and_variance(x64):
     assert np.max(np.abs(z)) < 5, z
     rel_var = samples.var(0, ddof=1) / std**2 - 1
     assert np.max(np.abs(rel_var)) < 5 * np.sqrt(2 / (M - 1)), rel_var
-    # The noise is visible at this sample size (std well above the margin used for the mean).
-    assert np.min(std) > 100 * 5 * np.max(std) / np.sqrt(M) / 100
 
 
 def test_diffrax_euler_agrees_with_exact_law(x64):
@@ -176,3 +160,56 @@ def test_diffrax_euler_agrees_with_exact_law(x64):
     assert bias <= bias_bound
     # The bound is not vacuous: the bias is O(dt) and of the bound's order.
     assert bias > 0.1 * bias_bound
+
+
+def auto_ranged_quantize(v, bits):
+    """The converters' documented auto-ranged uniform quantizer, written out: the largest |v| sits on the
+    largest positive code, step = max|v| / (2^(bits-1) - 1), values rounded to the nearest code."""
+    half = 2.0 ** (bits - 1)
+    step = np.max(np.abs(v)) / (half - 1)
+    return np.clip(np.round(v / step), -half, half - 1) * step, step
+
+
+def test_adc_quantizes_the_readout_not_the_carried_voltages(x64):
+    """An 8-bit ADC: the update is -lr Q(readout); the device keeps its unquantized voltages for the next step."""
+    bits, t = 8, 0.5
+    params, x, y, G, g_tree = setup()
+    g = ref.flat(g_tree)
+    tx = kt.tngd(LR, predict_fn=ref.mlp_predict, loss=LOSS, damping=DAMPING, t=t,
+                 device=thermox.AnalogDevice(adc_bits=bits))
+    u, state = ref.update(tx, g_tree, tx.init(params), params, (x, y))
+    readout = ref.device_mean(G, g, DAMPING, t, x0=g)
+    quantized, step = auto_ranged_quantize(readout, bits)
+    # Ours and the reference readout differ by ~law_rtol |readout| (~1e-13): the codes agree as long as no value
+    # lies that close to a rounding boundary (half-integer multiples of the step), checked here.
+    scaled = readout / step
+    assert np.min(np.abs(np.abs(scaled - np.floor(scaled)) - 0.5)) > 1e-6
+    read = -ref.flat(u) / LR
+    assert np.max(np.abs(read - quantized)) <= 1e-9 * step
+    assert np.max(np.abs(read - readout)) <= step / 2 * (1 + 1e-9) and np.max(np.abs(read - readout)) > 0.05 * step
+    voltages = np.asarray(ref.natural_gradient_state(state).solver_state)
+    assert ref.rel_err(voltages, readout) <= ref.law_rtol(ref.damped(G, DAMPING), t, g, readout)
+
+
+def test_quantized_couplings_stay_within_the_perturbation_bound(x64):
+    """coupling_bits programs the factor W (N x r) entrywise, auto-ranged: |dW_ij| <= step / 2 with
+    step = max|W| / (2^(bits-1) - 1) <= |W|_2 / (2^(bits-1) - 1) = sqrt(|G|_2) / (2^(bits-1) - 1) for any factor
+    G = W W^T. Then |dG|_2 <= 2 |W|_2 |dW|_2 + |dW|_2^2 with |dW|_2 <= |dW|_F <= sqrt(N r) step / 2 (r <= b dz),
+    and the solve moves by |dx| / |x| <= |A^-1| |dG| / (1 - |A^-1| |dG|) (t = 1e4 tau: converged)."""
+    bits = 20
+    params, x, y, G, g_tree = setup()
+    g = ref.flat(g_tree)
+    tx = kt.tngd(LR, predict_fn=ref.mlp_predict, loss=LOSS, damping=DAMPING, t=1e4,
+                 device=thermox.AnalogDevice(coupling_bits=bits))
+    u = ref.flat(ref.update(tx, g_tree, tx.init(params), params, (x, y))[0])
+    A = ref.damped(G, DAMPING)
+    N, r = G.shape[0], 8 * 3
+    norm_W = np.sqrt(np.linalg.norm(G, 2))
+    dW = np.sqrt(N * r) * norm_W / (2.0 ** (bits - 1) - 1) / 2
+    dG = 2 * norm_W * dW + dW**2
+    inv_norm = 1 / np.linalg.eigvalsh(A)[0]
+    bound = inv_norm * dG / (1 - inv_norm * dG)
+    assert bound < 0.1
+    err = ref.rel_err(u, -LR * ref.ngd_direction(G, g, DAMPING))
+    assert err <= bound + ref.solve_rtol(A)
+    assert err > 100 * ref.solve_rtol(A)  # the programmed (quantized) couplings are really used

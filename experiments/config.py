@@ -1,0 +1,215 @@
+"""Structured (typed) configs of the runners, registered with Hydra's ConfigStore.
+
+Every group option is a dataclass, so an unknown key or a value of the wrong type is an error that names it.
+The YAML files in ``configs/`` pick the defaults and hold the papers' presets (``configs/experiment/``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+@dataclass
+class DigitsTask:
+    """scikit-learn's bundled 8x8 digits (1,797 images): a stratified train/test split."""
+
+    name: str = "digits"
+    test_size: int = 497
+    batch_size: int = 64
+    epochs: int = 15
+    channels: int = 8
+    hidden: int = 16
+
+
+@dataclass
+class MnistTask:
+    """MNIST from IDX files in ``data_dir``. With the training files there: ``train_size`` images of the
+    training set and ``test_size`` of the test set (the paper: 10,000 / 10,000). With only the 10,000-image
+    test set (``t10k-*``): a seeded, stratified, disjoint split of it into ``train_size`` / ``test_size``
+    (default 5,000 / 5,000)."""
+
+    name: str = "mnist"
+    data_dir: str = MISSING
+    train_size: int = 5000
+    test_size: int = 5000
+    batch_size: int = 64
+    epochs: int = 10
+    channels: int = 8
+    hidden: int = 16
+
+
+@dataclass
+class SquadTask:
+    """Extractive QA on SQuAD v1.1 JSON with a LoRA-adapted BERT-family encoder (see experiments.qa)."""
+
+    name: str = "squad"
+    data_path: str = MISSING
+    model_dir: Optional[str] = None
+    train_articles: int = 8
+    test_articles: int = 2
+    max_questions: Optional[int] = 400
+    max_length: int = 128
+    batch_size: int = 8
+    epochs: int = 1
+    lora_rank: int = 2
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.1
+
+
+# ----------------------------------------------------------------------------------------- optimizers
+@dataclass
+class AdamOptimizer:
+    name: str = "adam"
+    learning_rate: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass
+class SgdOptimizer:
+    name: str = "sgd"
+    learning_rate: float = 0.05
+    momentum: Optional[float] = None
+
+
+@dataclass
+class NaturalGradientOptimizer:
+    """Shared fields of the natural-gradient family (curvature: ggn | empirical_fisher | mc_fisher)."""
+
+    name: str = MISSING
+    learning_rate: float = 0.01
+    damping: float = 0.01
+    curvature: str = "ggn"
+    momentum: Optional[float] = None
+
+
+@dataclass
+class TngdOptimizer(NaturalGradientOptimizer):
+    name: str = "tngd"
+    t: float = 50.0
+    delay: float = 0.0
+    method: str = "auto"
+    dt: float = 0.1
+    reset: bool = False
+
+
+@dataclass
+class TngdAdamOptimizer:
+    name: str = "tngd_adam"
+    learning_rate: float = 1e-3
+    damping: float = 1.0
+    curvature: str = "ggn"
+    t: float = 0.4
+    b1: float = 0.0
+    b2: float = 0.0
+    eps: float = 1e-8
+    delay: float = 0.0
+    method: str = "auto"
+    dt: float = 0.02
+
+
+@dataclass
+class NgdOptimizer(NaturalGradientOptimizer):
+    name: str = "ngd"
+
+
+@dataclass
+class NgdWoodburyOptimizer(NaturalGradientOptimizer):
+    name: str = "ngd_woodbury"
+
+
+@dataclass
+class NgdCgOptimizer(NaturalGradientOptimizer):
+    name: str = "ngd_cg"
+    iterations: int = 10
+
+
+@dataclass
+class KfacOptimizer:
+    name: str = "kfac"
+    learning_rate: float = 0.01
+    damping: float = 0.01
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ThermoKfacOptimizer(KfacOptimizer):
+    name: str = "thermo_kfac"
+    t: float = 50.0
+    method: str = "solve"
+
+
+# -------------------------------------------------------------------------------------------- devices
+@dataclass
+class DeviceConfig:
+    """Fields of :class:`thermox.AnalogDevice` (None = ideal); ``seed`` draws the chip's mismatch pattern."""
+
+    name: str = "ideal"
+    kappa0: float = 0.0
+    dac_bits: Optional[int] = None
+    adc_bits: Optional[int] = None
+    coupling_bits: Optional[int] = None
+    dac_range: Optional[float] = None
+    adc_range: Optional[float] = None
+    mismatch: float = 0.0
+    saturation: Optional[float] = None
+    capacity: Optional[int] = None
+    seed: int = 0
+
+
+# ------------------------------------------------------------------------------------------------ run
+@dataclass
+class RunSettings:
+    """Loop settings. ``max_steps`` caps the step count (None: ``epochs`` of the task)."""
+
+    max_steps: Optional[int] = None
+    eval_every: int = 20
+    log_every: int = 1
+    checkpoint_every: int = 50
+    progress: bool = True
+    plots: bool = True
+
+
+@dataclass
+class Config:
+    task: Any = MISSING
+    optimizer: Any = MISSING
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    run: RunSettings = field(default_factory=RunSettings)
+    seed: int = 0
+
+
+DEVICE_PRESETS = {
+    "ideal": DeviceConfig(),
+    "paper": DeviceConfig(name="paper", kappa0=0.01),
+    "noisy": DeviceConfig(name="noisy", kappa0=0.1),
+    "quantized8": DeviceConfig(name="quantized8", kappa0=0.01, dac_bits=8, adc_bits=8, coupling_bits=8),
+    "realistic": DeviceConfig(name="realistic", kappa0=1e-3, dac_bits=12, adc_bits=12, coupling_bits=8,
+                              mismatch=0.01, saturation=None),
+}
+
+OPTIMIZERS = {
+    "adam": AdamOptimizer, "sgd": SgdOptimizer, "tngd": TngdOptimizer, "tngd_adam": TngdAdamOptimizer,
+    "ngd": NgdOptimizer, "ngd_cg": NgdCgOptimizer, "ngd_woodbury": NgdWoodburyOptimizer,
+    "kfac": KfacOptimizer, "thermo_kfac": ThermoKfacOptimizer,
+}
+
+TASKS = {"digits": DigitsTask, "mnist": MnistTask, "squad": SquadTask}
+
+
+def register_configs() -> None:
+    """Put the schema and every group option in Hydra's ConfigStore (idempotent)."""
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    for name, node in TASKS.items():
+        store.store(group="task", name=name, node=node)
+    for name, node in OPTIMIZERS.items():
+        store.store(group="optimizer", name=name, node=node)
+    for name, node in DEVICE_PRESETS.items():
+        store.store(group="device", name=name, node=node)

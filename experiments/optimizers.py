@@ -1,0 +1,55 @@
+"""Build an optax optimizer (and its analog device) from the optimizer and device configs."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax.random as jr
+import optax
+
+import kfac_thermo
+import thermox
+
+
+def build_device(cfg) -> thermox.AnalogDevice:
+    """The :class:`thermox.AnalogDevice` a device config describes (its ``seed`` is the chip's identity)."""
+    return thermox.AnalogDevice(
+        kappa0=cfg.kappa0, dac_bits=cfg.dac_bits, adc_bits=cfg.adc_bits, coupling_bits=cfg.coupling_bits,
+        dac_range=cfg.dac_range, adc_range=cfg.adc_range, mismatch=cfg.mismatch, saturation=cfg.saturation,
+        capacity=cfg.capacity, key=jr.key(cfg.seed) if cfg.mismatch > 0 else None,
+    )
+
+
+def build_optimizer(cfg, device_cfg, *, predict_fn: Callable, loss: Any, seed: int) -> optax.GradientTransformation:
+    """The optimizer named by ``cfg.name`` with its hyperparameters; noise keys derive from ``seed``."""
+    key = jr.fold_in(jr.key(seed), 1)
+    name = cfg.name
+    if name == "adam":
+        return optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+    if name == "sgd":
+        return optax.sgd(cfg.learning_rate, momentum=cfg.momentum)
+    common = dict(predict_fn=predict_fn, loss=loss, damping=cfg.damping)
+    if name in ("ngd", "ngd_woodbury", "ngd_cg"):
+        extra = {"iterations": cfg.iterations} if name == "ngd_cg" else {}
+        factory = getattr(kfac_thermo, name)
+        return factory(cfg.learning_rate, curvature=cfg.curvature, momentum=cfg.momentum, key=key, **common, **extra)
+    device = build_device(device_cfg)
+    if name == "tngd":
+        return kfac_thermo.tngd(
+            cfg.learning_rate, t=cfg.t, delay=cfg.delay, method=cfg.method, dt=cfg.dt, reset=cfg.reset,
+            curvature=cfg.curvature, momentum=cfg.momentum, device=device, key=key, **common,
+        )
+    if name == "tngd_adam":
+        return kfac_thermo.tngd_adam(
+            cfg.learning_rate, t=cfg.t, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, delay=cfg.delay, method=cfg.method,
+            dt=cfg.dt, curvature=cfg.curvature, device=device, key=key, **common,
+        )
+    if name in ("kfac", "thermo_kfac"):
+        factory = getattr(kfac_thermo, name, None)
+        if factory is None:
+            raise ValueError(f"optimizer {name!r} is not available in this version of kfac_thermo")
+        options = dict(cfg.options)
+        if name == "thermo_kfac":
+            options.update(t=cfg.t, method=cfg.method, device=device, key=key)
+        return factory(cfg.learning_rate, **common, **options)
+    raise ValueError(f"unknown optimizer {name!r}")

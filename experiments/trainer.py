@@ -1,0 +1,147 @@
+"""The training loop: jit-compiled steps, metrics, modeled hardware time, orbax checkpoints and resume."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from tqdm.auto import tqdm
+
+from . import rundir
+from .tasks import Task
+
+HOST_FLOPS_PER_S = 1e13  # the same host throughput kfac_thermo's transforms model
+
+
+def modeled_step_seconds(opt_state: Any, batch_size: int, num_params: int) -> jax.Array:
+    """Modeled hardware seconds of the last step: what a second-order transform reports in its state
+    (``modeled_time_s``), else one model call (``2 b N`` flops) on the host, as for Adam and SGD."""
+    reported = [
+        s.modeled_time_s
+        for s in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda s: hasattr(s, "modeled_time_s"))
+        if hasattr(s, "modeled_time_s")
+    ]
+    if reported:
+        return sum(reported)
+    return jnp.asarray(2.0 * batch_size * num_params / HOST_FLOPS_PER_S, jnp.float32)
+
+
+def make_step(task: Task, optimizer: optax.GradientTransformation, num_params: int):
+    def step(params, opt_state, inputs, targets, key):
+        loss, grads = jax.value_and_grad(task.train_loss)(params, inputs, targets, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params, batch=(inputs, targets))
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, loss, modeled_step_seconds(opt_state, targets.shape[0], num_params)
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def batch_indices(num_examples: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """Indices of ``step``'s batch: epoch-wise seeded permutations, last partial batch dropped."""
+    per_epoch = num_examples // batch_size
+    epoch, position = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    return order[position * batch_size : (position + 1) * batch_size]
+
+
+def _take(tree, indices):
+    return jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf[indices]), tree)
+
+
+def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir: str, seed: int) -> dict:
+    """Train ``task`` with ``optimizer`` into ``run_dir``, resuming from its latest checkpoint if any.
+
+    Writes ``metrics.jsonl`` (step, train_loss, test metrics at eval steps, wall_time_s excluding compilation,
+    modeled_time_s, cumulative), ``summary.json`` and ``plots.png``; checkpoints every
+    ``settings.checkpoint_every`` steps and at the end.
+    """
+    inputs, targets = task.train
+    num_examples = len(targets)
+    if num_examples < task.batch_size:
+        raise ValueError(f"batch_size {task.batch_size} exceeds the {num_examples} training examples")
+    total = (num_examples // task.batch_size) * task.epochs
+    if settings.max_steps is not None:
+        total = min(total, settings.max_steps)
+    num_params = sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(task.params))
+
+    state = {
+        "params": task.params,
+        "opt_state": optimizer.init(task.params),
+        "step": jnp.zeros([], jnp.int32),
+        "wall_time_s": jnp.zeros([], jnp.float64 if jax.config.jax_enable_x64 else jnp.float32),
+        "modeled_time_s": jnp.zeros([], jnp.float32),
+    }
+    manager = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(run_dir, "checkpoints")),
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
+    )
+    if manager.latest_step() is not None:
+        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+        rundir.truncate_metrics(run_dir, int(state["step"]))
+    else:
+        rundir.truncate_metrics(run_dir, -1)
+
+    step_fn = make_step(task, optimizer, num_params)
+    first = batch_indices(num_examples, task.batch_size, seed, 0)
+    compiled = step_fn.lower(state["params"], state["opt_state"], *_take((inputs, targets), first),
+                             jr.key(0)).compile()
+    params, opt_state = state["params"], state["opt_state"]
+    wall, modeled = float(state["wall_time_s"]), float(state["modeled_time_s"])
+    start_step = int(state["step"])
+    key = jr.fold_in(jr.key(seed), 2)
+    best = {}
+    bar = tqdm(total=total, initial=start_step, disable=not settings.progress, desc="train", unit="step")
+    for step in range(start_step, total):
+        batch = _take((inputs, targets), batch_indices(num_examples, task.batch_size, seed, step))
+        tic = time.perf_counter()
+        params, opt_state, loss, step_modeled = compiled(params, opt_state, *batch, jr.fold_in(key, step))
+        loss = float(loss)
+        wall += time.perf_counter() - tic
+        modeled += float(step_modeled)
+        done = step + 1
+        record = {"step": done, "train_loss": loss, "wall_time_s": wall, "modeled_time_s": modeled}
+        if done % settings.eval_every == 0 or done == total:
+            record.update(task.evaluate(params))
+        if done % settings.log_every == 0 or task.metric in record:
+            rundir.append_metrics(run_dir, record)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", **({task.metric: f"{record[task.metric]:.4f}"} if task.metric in record else {}))
+        if not np.isfinite(loss):
+            bar.close()
+            raise FloatingPointError(f"training loss became {loss} at step {done}; see {run_dir}/metrics.jsonl")
+        if done % settings.checkpoint_every == 0 or done == total:
+            state = {"params": params, "opt_state": opt_state, "step": jnp.asarray(done, jnp.int32),
+                     "wall_time_s": jnp.asarray(wall, state["wall_time_s"].dtype),
+                     "modeled_time_s": jnp.asarray(modeled, jnp.float32)}
+            manager.save(done, args=ocp.args.StandardSave(state))
+    bar.close()
+    manager.wait_until_finished()
+    manager.close()
+    return summarize(task, run_dir, total)
+
+
+def summarize(task: Task, run_dir: str, total: int) -> dict:
+    """``summary.json`` from ``metrics.jsonl``: final and best metric, steps and times."""
+    records = rundir.read_metrics(run_dir)
+    evals = [r for r in records if task.metric in r]
+    last = records[-1] if records else {}
+    summary = {
+        "task": task.description,
+        "metric": task.metric,
+        "steps": last.get("step", 0),
+        "planned_steps": total,
+        "final": {k: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("test_")},
+        f"best_{task.metric}": max((r[task.metric] for r in evals), default=None),
+        "final_train_loss": last.get("train_loss"),
+        "wall_time_s": last.get("wall_time_s"),
+        "modeled_time_s": last.get("modeled_time_s"),
+    }
+    rundir.write_json(os.path.join(run_dir, rundir.SUMMARY), summary)
+    return summary

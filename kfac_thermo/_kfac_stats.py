@@ -1,0 +1,170 @@
+r"""K-FAC's statistics: layer inputs and output derivatives of a batch, and the factors they give.
+
+The model runs once, with zero probes added to every factored layer's output (:class:`TappedModel`); the
+probes' cotangents are the output derivatives. For output cotangents ``R[:, :, k]`` (b x dz each) one reverse
+pass gives ``s_ik`` for all examples; the curvature kinds differ only in ``R`` (see ``_curvature.py``):
+
+- ``"ggn"``: the columns of ``L_i`` with ``L_i L_i^T`` the loss Hessian in the outputs (m = dz, or dz - 1 for
+  softmax cross-entropy), so ``sum_k s_ik s_ik^T`` is the GGN's output-side factor;
+- ``"mc_fisher"``: the loss gradient at a target sampled from the model (m = 1);
+- ``"empirical_fisher"``: the loss gradient at the data (m = 1): the derivatives the gradient's own reverse pass
+  computes, so :func:`loss_grads_and_statistics` gets them at no extra model call.
+
+Fallback ("diagonal") parameters are given per-example copies, so the same reverse passes return their
+per-example rows ``J_i^T R_ik``; the diagonal curvature is ``(1/b) sum_{i,k} rows^2``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+
+from ._curvature import CURVATURES, CurvatureKind
+from ._kfac_layers import Fallback, KFACModel
+from ._losses import Loss, LossSpec
+
+
+class LayerStatistics(eqx.Module):
+    """Per-example layer inputs and output derivatives of one batch, before reduction to factors.
+
+    Attributes:
+        inputs: per factored layer, its input operand for every example, (b, ...).
+        deltas: per factored layer, output derivatives (m, b, ...), one slice per output direction.
+        rows: per fallback leaf (diagonal fallback only), per-example curvature rows (m, b, *leaf shape).
+        model_calls: model calls spent beyond the gradient's forward and reverse pass.
+        curvature: the curvature kind the deltas estimate.
+    """
+
+    inputs: tuple[Array, ...]
+    deltas: tuple[Array, ...]
+    rows: tuple[Array, ...]
+    model_calls: Float[Array, ""]
+    curvature: str = eqx.field(static=True)
+
+
+def _forward(model: KFACModel, leaves: list[Array], inputs: PyTree):
+    """``f(shared, per_example, probes) -> (outputs (b, dz), layer inputs)``: the batch through the tapped model,
+    the fallback leaves (diagonal fallback) and the probes given per example, the other leaves shared."""
+    per_example = model.rest if model.fallback == "diagonal" else []
+    shared_index = [i for i in range(len(leaves)) if i not in per_example]
+    record = {layer.eqn_index: layer.act_position for layer in model.layers}
+
+    def one(shared, own, probes, x):
+        merged = list(leaves)
+        for i, leaf in zip(shared_index, shared):
+            merged[i] = leaf
+        for i, leaf in zip(per_example, own):
+            merged[i] = leaf
+        probes = {layer.eqn_index: p for layer, p in zip(model.layers, probes)}
+        out, recorded = model.tapped.run(merged, x, probes, record)
+        return out, tuple(recorded[layer.eqn_index] for layer in model.layers)
+
+    def f(shared, own, probes):
+        return jax.vmap(one, in_axes=(None, 0, 0, 0))(shared, own, probes, inputs)
+
+    b = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+    shared = [leaves[i] for i in shared_index]
+    own = [jnp.broadcast_to(leaves[i], (b,) + leaves[i].shape) for i in per_example]
+    probes = [jnp.broadcast_to(model.tapped.probe_like(l.eqn_index), (b,) + model.tapped.probe_like(l.eqn_index).shape)
+              for l in model.layers]
+    return f, shared, own, probes, shared_index
+
+
+def _directions(curvature: str, loss: Loss, z: Array, targets: Array, key) -> Float[Array, "m b dz"]:
+    """The output cotangents ``R`` of each curvature kind (module docstring), direction axis first."""
+    if curvature == "ggn":
+        return jnp.moveaxis(jax.vmap(loss.hessian_factor)(z, targets), 2, 0)
+    if curvature == "mc_fisher":
+        targets = jax.vmap(loss.sample_target)(jr.split(key, z.shape[0]), jax.lax.stop_gradient(z))
+    return jax.vmap(jax.grad(loss))(z, targets)[None]
+
+
+def batch_statistics(model: KFACModel, params: PyTree, inputs: PyTree, targets: Array, curvature: CurvatureKind,
+                     loss: Loss, key: PRNGKeyArray) -> LayerStatistics:
+    """The statistics of one batch: one forward pass and m reverse passes (probe and fallback cotangents only)."""
+    f, shared, own, probes, _ = _forward(model, jax.tree_util.tree_leaves(params), inputs)
+    z, vjp_fn, acts = jax.vjp(lambda own, probes: f(shared, own, probes), own, probes, has_aux=True)
+    R = _directions(curvature, loss, z, targets, key)
+    rows, deltas = jax.vmap(vjp_fn)(R)
+    return LayerStatistics(tuple(acts), tuple(deltas), tuple(rows), jnp.asarray(1.0 + R.shape[0], jnp.float32),
+                           curvature)
+
+
+def loss_grads_and_statistics(
+    predict_fn: Callable,
+    loss: LossSpec,
+    example_inputs: PyTree,
+    *,
+    curvature: CurvatureKind = "ggn",
+    fallback: Fallback = "diagonal",
+) -> Callable[..., tuple[Float[Array, ""], PyTree, LayerStatistics]]:
+    r"""``f(params, batch, key=None) -> (loss, grads, statistics)``: the K-FAC statistics in the gradient's pass.
+
+    The batch loss (mean of the per-example ``loss``) and its gradient come from one forward and one reverse
+    pass through the tapped model, whose probe cotangents are the empirical-Fisher output derivatives (scaled by
+    ``1/b``): with ``curvature="empirical_fisher"`` the statistics cost no extra model call. "mc_fisher" adds one
+    reverse pass (it needs ``key``), "ggn" adds m (the loss Hessian's rank), both from the same forward pass.
+    Pass the result to the optimizer as ``update(grads, state, params, batch=batch, statistics=statistics)``;
+    it is used on curvature-refresh steps only. ``curvature`` and ``fallback`` must match the optimizer's.
+
+    Args:
+        predict_fn: ``predict_fn(params, inputs) -> outputs`` over a batch.
+        loss: "softmax_cross_entropy", "mse" or a per-example callable ``(outputs, targets) -> scalar``.
+        example_inputs: a batch of inputs (or shape structs) fixing the per-example input shape.
+        curvature: "ggn", "empirical_fisher" or "mc_fisher".
+        fallback: "diagonal" or "identity", as given to the optimizer.
+    """
+    loss_fn = Loss(loss)
+    if curvature not in CURVATURES:
+        raise ValueError(f"unknown curvature {curvature!r}; choose one of {CURVATURES}")
+
+    def value_grads_statistics(params, batch, key=None):
+        inputs, targets = batch
+        targets = jnp.asarray(targets)
+        if curvature == "mc_fisher" and key is None:
+            raise ValueError("curvature='mc_fisher' samples targets: pass key=")
+        model = KFACModel(predict_fn, params, example_inputs, fallback)
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        f, shared, own, probes, shared_index = _forward(model, leaves, inputs)
+        z, vjp_fn, acts = jax.vjp(f, shared, own, probes, has_aux=True)
+        b = z.shape[0]
+        value, gz = jax.value_and_grad(lambda z: jnp.mean(jax.vmap(loss_fn)(z, targets)))(z)
+        g_shared, g_own, g_probes = vjp_fn(gz)
+        grads = list(leaves)
+        for i, g in zip(shared_index, g_shared):
+            grads[i] = g
+        for i, g in zip(model.rest if fallback == "diagonal" else [], g_own):
+            grads[i] = jnp.sum(g, axis=0)
+        if curvature == "empirical_fisher":
+            rows, deltas, extra = [b * g[None] for g in g_own], [b * g[None] for g in g_probes], 0.0
+        else:
+            R = _directions(curvature, loss_fn, z, targets, key)
+            _, rows, deltas = jax.vmap(vjp_fn)(R)
+            extra = R.shape[0]
+        statistics = LayerStatistics(tuple(acts), tuple(deltas), tuple(rows), jnp.asarray(extra, jnp.float32),
+                                     curvature)
+        return value, jax.tree_util.tree_unflatten(treedef, grads), statistics
+
+    return value_grads_statistics
+
+
+def factors(model: KFACModel, statistics: LayerStatistics) -> tuple[list, list, list]:
+    """``(A, S, D)``: per layer the input and output factors, per fallback leaf its diagonal curvature (empty for
+    the identity fallback). Definitions in ``_kfac_layers.py``."""
+    A, S = [], []
+    for layer, act, delta in zip(model.layers, statistics.inputs, statistics.deltas):
+        a = model.input_rows(layer, act)
+        s = model.delta_rows(layer, delta)
+        b, T = a.shape[:2]
+        a = a.reshape(-1, a.shape[-1])
+        s = s.reshape(-1, s.shape[-1])
+        A.append(a.T @ a / (b * T))
+        S.append(s.T @ s / b)
+    b = jax.tree_util.tree_leaves(statistics.inputs)[0].shape[0]
+    D = [jnp.sum(r * r, axis=(0, 1)) / b for r in statistics.rows]
+    return A, S, D

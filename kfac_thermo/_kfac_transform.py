@@ -1,0 +1,285 @@
+r"""K-FAC as an optax transformation: ``scale_by_kfac`` for any block solver, ``kfac`` and ``thermo_kfac``.
+
+Per step ``k`` (counting skipped steps), with the batch given as ``update(..., batch=(inputs, targets))``:
+
+1. every ``curvature_period`` steps: the batch's factors (``_kfac_stats.py``) enter exponential moving averages
+   ``F <- ema_decay F + (1 - ema_decay) F_batch`` (the first refresh takes ``F_batch`` as it is);
+2. every ``inverse_period`` steps: the block solver refreshes its state from the averaged factors (digital
+   inverses / eigendecompositions, or programming the analog device);
+3. every step: each layer's gradient block ``[W | b]`` is replaced by the solver's ``(A (x) S + damping)^-1``
+   applied to it; fallback parameters are divided by ``D + damping`` (diagonal) or ``1 + damping`` (identity).
+
+Periodic work runs under ``lax.cond`` on the step counter in the state (a period of 1 has no cond), so a whole
+train step jits once. The update has the pytree structure of the gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+
+import thermox
+
+from ._curvature import CURVATURES, CurvatureKind
+from ._kfac_layers import Fallback, KFACModel
+from ._kfac_solvers import AbstractKroneckerSolver, BlockWork, DigitalKronecker, ThermoKronecker, block_work
+from ._kfac_stats import LayerStatistics, batch_statistics, factors
+from ._losses import Loss, LossSpec
+from ._transform import NonFinitePolicy, check_batch, check_damping, needs_key, unpack_batch
+
+ScalarOrSchedule = float | Float[Array, ""] | optax.Schedule
+
+
+class KFACState(NamedTuple):
+    """State of :func:`scale_by_kfac`.
+
+    Attributes:
+        count: steps taken (skipped ones included); drives the refresh periods.
+        key: PRNG key (Monte-Carlo targets, device noise), split every step.
+        factors: per layer ``(A, S)``, exponential moving averages.
+        diagonals: per fallback leaf its averaged diagonal curvature (empty for the identity fallback).
+        curvature_updates: factor refreshes so far (the first one replaces the zero initial factors).
+        inverses: per layer the block solver's state (inverses, eigendecompositions, programmed drifts).
+        modeled_time_s: modeled hardware seconds of the last step: host flops (model calls at ``2 b N`` each,
+            statistics, digital inverses and products) at ``host_flops_per_s``, plus the device's transfers
+            (summed over layers: one link) and analog run time (maximum over layers: one solver per layer).
+        model_calls: model calls of the last step (the gradient's one included).
+        skipped: steps skipped because the gradient, the statistics or the direction was not finite.
+    """
+
+    count: Array
+    key: PRNGKeyArray
+    factors: tuple
+    diagonals: tuple
+    curvature_updates: Array
+    inverses: tuple
+    modeled_time_s: Float[Array, ""]
+    model_calls: Float[Array, ""]
+    skipped: Array
+
+
+def _check_period(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a Python int >= 1 (it is static: list it in inject_hyperparams' "
+                         f"static_args), got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _check_decay(decay):
+    if isinstance(decay, jax.core.Tracer):
+        return eqx.error_if(decay, ~((decay >= 0) & (decay < 1)), "ema_decay must be in [0, 1)")
+    if not 0 <= decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1), got {decay!r}")
+    return decay
+
+
+def _all_finite(tree) -> Array:
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)] or [True]))
+
+
+def _periodic(period: int, count: Array, fn: Callable, keep: Callable, operand):
+    """``fn(operand)`` on steps ``count % period == 0``, else ``keep(operand)`` (no cond for a period of 1)."""
+    if period == 1:
+        return fn(operand)
+    return jax.lax.cond(count % period == 0, fn, keep, operand)
+
+
+def _combine(works: list[BlockWork]) -> BlockWork:
+    """Layers on separate solvers: flops and transfers add up, analog run times overlap (maximum)."""
+    if not works:
+        return block_work()
+    return BlockWork(sum(w.host_flops for w in works), sum(w.transfer_s for w in works),
+                     jnp.max(jnp.stack([w.analog_s for w in works])))
+
+
+def scale_by_kfac(
+    solver: AbstractKroneckerSolver,
+    *,
+    predict_fn: Callable,
+    loss: LossSpec,
+    damping: float | Float[Array, ""],
+    example_inputs: PyTree,
+    curvature: CurvatureKind = "ggn",
+    ema_decay: float | Float[Array, ""] = 0.95,
+    curvature_period: int = 1,
+    inverse_period: int = 1,
+    fallback: Fallback = "diagonal",
+    key: PRNGKeyArray | None = None,
+    nonfinite: NonFinitePolicy = "skip",
+    host_flops_per_s: float = 1e13,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Precondition the gradient with K-FAC's block-diagonal Kronecker curvature (module docstring).
+
+    ``update(updates, state, params, *, batch=(inputs, targets), statistics=None)``: ``statistics`` from
+    :func:`loss_grads_and_statistics` (same params and batch) replace the optimizer's own statistics pass.
+
+    Args:
+        solver: the block solver: :class:`DigitalKronecker` or :class:`ThermoKronecker`.
+        predict_fn: ``predict_fn(params, inputs) -> outputs`` of shape (batch, dz).
+        loss: "softmax_cross_entropy", "mse" or a per-example callable ``(outputs, targets) -> scalar``.
+        damping: ``lambda > 0`` (may be injected); it takes effect at the next inverse refresh.
+        example_inputs: a batch of inputs (arrays or shape structs, batch axis first): ``init`` traces the model
+            on one example to find its layers and size the factors. Batches must match its per-example shape.
+        curvature: "ggn", "empirical_fisher" or "mc_fisher" (output derivatives, see ``_kfac_stats.py``).
+        ema_decay: in [0, 1): weight of the old factors at each curvature refresh (may be injected).
+        curvature_period: refresh the factors every this many steps (static int >= 1).
+        inverse_period: refresh the solver's inverses every this many steps (static int >= 1).
+        fallback: block of parameters in no factored layer: "diagonal" or "identity".
+        key: PRNG key for Monte-Carlo targets and device noise (required for "mc_fisher" and noisy devices).
+        nonfinite: "skip" leaves parameters and the curvature state unchanged (zero update) when the gradient,
+            the statistics or the direction is not finite, counting it in ``state.skipped``; "raise" fails.
+        host_flops_per_s: host throughput for the modeled time of the digital work.
+    """
+    loss_fn = Loss(loss)
+    if not callable(predict_fn):
+        raise ValueError("predict_fn must be a callable predict_fn(params, inputs) -> outputs")
+    if curvature not in CURVATURES:
+        raise ValueError(f"unknown curvature {curvature!r}; choose one of {CURVATURES}")
+    if nonfinite not in ("skip", "raise"):
+        raise ValueError(f"nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
+    curvature_period = _check_period("curvature_period", curvature_period)
+    inverse_period = _check_period("inverse_period", inverse_period)
+    damping = check_damping(damping)
+    ema_decay = _check_decay(ema_decay)
+    if key is None and curvature == "mc_fisher":
+        raise ValueError("curvature='mc_fisher' samples targets: it needs key=")
+    if isinstance(solver, ThermoKronecker):
+        needs_key(solver.device, key)
+    name = "kfac"
+
+    def init_fn(params):
+        model = KFACModel(predict_fn, params, example_inputs, fallback)
+        leaves = jax.tree_util.tree_leaves(params)
+        blocks, inverses = [], []
+        for layer in model.layers:
+            n_out, n_in = model.dims(layer)
+            dtype = jnp.result_type(leaves[layer.weight])
+            blocks.append((jnp.zeros((n_in, n_in), dtype), jnp.zeros((n_out, n_out), dtype)))
+            inverses.append(solver.init(n_out, n_in, dtype))
+        return KFACState(
+            count=jnp.zeros([], jnp.int32),
+            key=jr.key(0) if key is None else key,
+            factors=tuple(blocks),
+            diagonals=tuple(jnp.zeros_like(leaves[i]) for i in model.rest) if fallback == "diagonal" else (),
+            curvature_updates=jnp.zeros([], jnp.int32),
+            inverses=tuple(inverses),
+            modeled_time_s=jnp.zeros([], jnp.float32),
+            model_calls=jnp.zeros([], jnp.float32),
+            skipped=jnp.zeros([], jnp.int32),
+        )
+
+    def update_fn(updates, state, params=None, *, batch=None, statistics=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError(f"{name}: update needs params")
+        inputs, targets = unpack_batch(batch, name)
+        check_batch(predict_fn, loss_fn, params, inputs, targets)
+        model = KFACModel(predict_fn, params, inputs, fallback)
+        shapes = [(A.shape[0], S.shape[0]) for A, S in state.factors]
+        if shapes != [model.dims(layer)[::-1] for layer in model.layers]:
+            raise ValueError(f"{name}: the batch's layers {[model.dims(l)[::-1] for l in model.layers]} differ from "
+                             f"those found at init {shapes}: inputs must have example_inputs' per-example shape")
+        if statistics is not None and (not isinstance(statistics, LayerStatistics) or statistics.curvature != curvature
+                                       or len(statistics.inputs) != len(model.layers)):
+            raise ValueError(f"{name}: statistics must come from loss_grads_and_statistics with curvature="
+                             f"{curvature!r} and fallback={fallback!r} for this model")
+        damping_value = check_damping(damping)
+        decay = _check_decay(ema_decay)
+        key_stats, key_refresh, key_apply, next_key = jr.split(state.key, 4)
+        g_leaves, treedef = jax.tree_util.tree_flatten(updates)
+        g_finite = _all_finite(g_leaves)
+        g_leaves = [jnp.where(g_finite, g, 0.0) for g in g_leaves]
+        batch_size = targets.shape[0]
+
+        # 1. Curvature statistics.
+        def refresh_curvature(operand):
+            blocks, diagonals, n = operand
+            stats = statistics if statistics is not None else batch_statistics(
+                model, params, inputs, targets, curvature, loss_fn, key_stats)
+            A, S, D = factors(model, stats)
+            weight = jnp.where(n == 0, 1.0, 1.0 - decay)
+            ema = lambda old, new: (old + weight * (new - old)).astype(old.dtype)
+            blocks = tuple((ema(a0, a), ema(s0, s)) for (a0, s0), a, s in zip(blocks, A, S))
+            return (blocks, tuple(ema(d0, d) for d0, d in zip(diagonals, D)), n + 1), (stats.model_calls,
+                                                                                     _stats_flops(model, stats))
+
+        def keep_curvature(operand):
+            return operand, (jnp.zeros([], jnp.float32), jnp.zeros([], jnp.float32))
+
+        (blocks, diagonals, curvature_updates), (stats_calls, stats_flops) = _periodic(
+            curvature_period, state.count, refresh_curvature, keep_curvature,
+            (state.factors, state.diagonals, state.curvature_updates))
+        stats_finite = _all_finite((blocks, diagonals))
+        # Non-finite statistics never reach the solvers: they refresh from the previous factors instead.
+        blocks, diagonals = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(stats_finite, new, old), (blocks, diagonals), (state.factors, state.diagonals))
+
+        # 2. Inverses.
+        def refresh_inverses(blocks):
+            keys = jr.split(key_refresh, len(blocks))
+            results = [solver.refresh(A, S, damping_value, k) for (A, S), k in zip(blocks, keys)]
+            return tuple(r[0] for r in results), tuple(r[1] for r in results)
+
+        def keep_inverses(blocks):
+            return state.inverses, tuple(block_work() for _ in blocks)
+
+        inverses, refresh_works = _periodic(inverse_period, state.count, refresh_inverses, keep_inverses, blocks)
+
+        # 3. Directions.
+        G = model.matrices(g_leaves)
+        keys = jr.split(key_apply, len(G))
+        applied = [solver.apply(inv, g, k) for inv, g, k in zip(inverses, G, keys)]
+        direction = model.unmatrices([a[0] for a in applied], g_leaves)
+        for i, d in zip(model.rest, diagonals if fallback == "diagonal" else [None] * len(model.rest)):
+            curvature_i = 1.0 if d is None else d
+            direction[i] = (g_leaves[i] / (curvature_i + damping_value)).astype(g_leaves[i].dtype)
+
+        finite = g_finite & stats_finite & _all_finite(direction)
+        if nonfinite == "raise":
+            direction = [eqx.error_if(d, ~finite, "kfac: non-finite gradient, statistics or direction")
+                         for d in direction]
+        else:
+            direction = [jnp.where(finite, d, 0.0) for d in direction]
+            blocks, diagonals, curvature_updates, inverses = jax.tree_util.tree_map(
+                lambda new, old: jnp.where(finite, new, old),
+                (blocks, diagonals, curvature_updates, inverses),
+                (state.factors, state.diagonals, state.curvature_updates, state.inverses))
+
+        work = _combine([BlockWork(*(r + a for r, a in zip(refresh, apply[1])))
+                         for refresh, apply in zip(refresh_works, applied)])
+        model_calls = 1.0 + stats_calls
+        num_params = sum(g.size for g in g_leaves)
+        host_s = (model_calls * 2.0 * batch_size * num_params + stats_flops + work.host_flops) / host_flops_per_s
+        new_state = KFACState(
+            count=state.count + 1,
+            key=next_key,
+            factors=blocks,
+            diagonals=diagonals,
+            curvature_updates=curvature_updates,
+            inverses=inverses,
+            modeled_time_s=(host_s + work.transfer_s + work.analog_s).astype(jnp.float32),
+            model_calls=jnp.asarray(model_calls, jnp.float32),
+            skipped=state.skipped + (~finite).astype(jnp.int32),
+        )
+        return jax.tree_util.tree_unflatten(treedef, direction), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _stats_flops(model: KFACModel, stats: LayerStatistics) -> Float[Array, ""]:
+    """Flops of the factor products: ``2 b T n_in^2`` for ``A`` and ``2 m b T n_out^2`` for ``S`` per layer."""
+    flops = 0.0
+    for layer, act, delta in zip(model.layers, stats.inputs, stats.deltas):
+        n_out, n_in = model.dims(layer)
+        rows = math.prod(delta.shape) // n_out
+        flops += 2.0 * rows * n_out**2 + 2.0 * (rows // delta.shape[0]) * n_in**2
+    return jnp.asarray(flops, jnp.float32)
