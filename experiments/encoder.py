@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
+from safetensors.numpy import load_file
 
 SUPPORTED_MODEL_TYPES = ("bert", "distilbert")
 MASKED_LOGIT = -1e9  # span logit of a padding position: zero probability, finite arithmetic
@@ -114,9 +115,9 @@ class Embeddings(eqx.Module):
         self.norm = eqx.nn.LayerNorm(h, eps=config.layer_norm_eps, dtype=dtype)
 
     def __call__(self, input_ids: Int[Array, " s"], token_type_ids: Int[Array, " s"] | None) -> Float[Array, "s h"]:
-        length = input_ids.shape[0]
-        if length > self.position.weight.shape[0]:
-            raise ValueError(f"sequence length {length} exceeds max_position_embeddings {self.position.weight.shape[0]}")
+        length, limit = input_ids.shape[0], self.position.weight.shape[0]
+        if length > limit:
+            raise ValueError(f"sequence length {length} exceeds max_position_embeddings {limit}")
         x = self.word.weight[input_ids] + self.position.weight[:length]
         if self.token_type is not None:
             types = jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids
@@ -276,7 +277,7 @@ def _getter(path: str) -> Callable[[Any], Any]:
     return get
 
 
-def hf_weight_map(config: EncoderConfig) -> dict[str, str]:
+def _hf_weight_map(config: EncoderConfig) -> dict[str, str]:
     """Hugging Face tensor name (without model prefix) -> attribute path in :class:`Encoder`, for every weight."""
     embeddings, layer = _layer_names(config)
     modules = dict((hf, ours) for ours, hf in embeddings.items())
@@ -297,8 +298,6 @@ def load_pretrained(directory: str | pathlib.Path, *, dtype=jnp.float32) -> tupl
     ignored. Raises FileNotFoundError for a missing directory or file, ValueError for an unsupported config, a
     weight that is missing (all missing names are listed) or of the wrong shape.
     """
-    from safetensors.numpy import load_file
-
     directory = pathlib.Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"pretrained model directory {directory} does not exist")
@@ -308,7 +307,7 @@ def load_pretrained(directory: str | pathlib.Path, *, dtype=jnp.float32) -> tupl
     config = EncoderConfig.from_hf(json.loads((directory / "config.json").read_text()))
     tensors = load_file(str(directory / "model.safetensors"))
 
-    names = hf_weight_map(config)
+    names = _hf_weight_map(config)
     first = next(iter(names))
     prefix = next((p for p in ("", "bert.", "distilbert.") if p + first in tensors), "")
     missing = [prefix + hf for hf in names if prefix + hf not in tensors]

@@ -60,7 +60,7 @@ def _is_linear(node) -> bool:
 
 
 def _linear_paths(model: PyTree) -> list[tuple[str, eqx.nn.Linear]]:
-    """``(path, linear)`` of every plain ``eqx.nn.Linear`` in ``model``, paths like ``.encoder.layers[0].attention.query``."""
+    """``(path, linear)`` of every plain ``eqx.nn.Linear`` in ``model`` (paths like ``.encoder.layers[0].ffn_in``)."""
     flat, _ = jax.tree_util.tree_flatten_with_path(model, is_leaf=_is_linear)
     return [(jax.tree_util.keystr(path), node) for path, node in flat if isinstance(node, eqx.nn.Linear)]
 
@@ -96,7 +96,8 @@ def add_lora(
         raise ValueError(f"add_lora: no eqx.nn.Linear matches targets {targets!r}")
     paths = [path for path, _ in chosen]
     keys = jr.split(key, len(chosen))
-    adapters = [LoRALinear(linear, rank=rank, alpha=alpha, dropout=dropout, key=k) for (_, linear), k in zip(chosen, keys)]
+    adapters = [LoRALinear(linear, rank=rank, alpha=alpha, dropout=dropout, key=k)
+                for (_, linear), k in zip(chosen, keys)]
 
     def where(m):
         found = dict(_linear_paths(m))
@@ -133,9 +134,9 @@ def split_trainable(model: PyTree) -> tuple[PyTree, PyTree, Callable[[PyTree], C
     with ``inputs`` a dict of ``input_ids``, ``attention_mask``, ``token_type_ids`` (each ``[b, s]``),
     ``logits[:, :s]`` the start and ``logits[:, s:]`` the end logits (one flat output vector per example, the
     ``kfac_thermo`` convention; :func:`experiments.squad.span_cross_entropy` is the matching loss), and ``key``
-    the dropout key (None: deterministic). Building it from the concrete ``frozen`` is simplest, but every jit of a function that
-    calls it then embeds the frozen weights as constants (about 90 MB for MiniLM, slower compiles); inside a
-    jitted step that receives ``frozen`` as an argument, build it there instead.
+    the dropout key (None: deterministic). Building it from the concrete ``frozen`` is simplest, but every jit
+    of a function that calls it then embeds the frozen weights as constants (about 90 MB for MiniLM, slower
+    compiles); inside a jitted step that receives ``frozen`` as an argument, build it there instead.
     """
     trainable, frozen = eqx.partition(model, trainable_filter(model))
 

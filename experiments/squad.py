@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
+from tokenizers import Tokenizer
 
 _PUNCTUATION = frozenset(string.punctuation)
 _CHUNK = 256
@@ -130,7 +131,7 @@ class Features:
                 "token_type_ids": self.token_type_ids[index]}
 
 
-def featurize(examples: Sequence[SquadExample], tokenizer, max_length: int,
+def featurize(examples: Sequence[SquadExample], tokenizer: Tokenizer, max_length: int,
               doc_stride: int | None = None) -> Features:
     """Tokenise ``[CLS] question [SEP] context [SEP]`` pairs, truncating only the context.
 
@@ -148,8 +149,6 @@ def featurize(examples: Sequence[SquadExample], tokenizer, max_length: int,
     (``features.select(features.answer_in_window)``); for evaluation keep every window and let
     :func:`predict_answers` take the best span over an example's windows.
     """
-    from tokenizers import Tokenizer
-
     tok = Tokenizer.from_str(tokenizer.to_str())
     tok.no_truncation()
     tok.no_padding()

@@ -74,13 +74,16 @@ def tngd_adam(
     device: thermox.AnalogDevice = thermox.AnalogDevice(),
     key: PRNGKeyArray | None = None,
     curvature: CurvatureKind = "ggn",
+    reset: bool = False,
     method: str = "auto",
     dt: float = 0.02,
+    sde_solver: diffrax.AbstractSolver | None = None,
     nonfinite: NonFinitePolicy = "skip",
 ) -> optax.GradientTransformationExtraArgs:
     """TNGD-Adam: the device's estimate ``g~`` fed to Adam in place of the gradient (the paper's QA runs used
-    ``b1 = b2 = 0``, the defaults here)."""
-    solver = ThermodynamicSolver(device=device, t=t, delay=delay, method=method, dt=dt)
+    ``b1 = b2 = 0``, the defaults here). Arguments as in :func:`tngd`."""
+    solver = ThermodynamicSolver(device=device, t=t, delay=delay, reset=reset, method=method, dt=dt,
+                                 sde_solver=sde_solver)
     direction = scale_by_natural_gradient(solver, predict_fn=predict_fn, loss=loss, damping=damping,
                                           curvature=curvature, key=key, nonfinite=nonfinite)
     return optax.chain(direction, optax.scale_by_adam(b1=b1, b2=b2, eps=eps),

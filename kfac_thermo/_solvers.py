@@ -176,7 +176,8 @@ class ThermodynamicSolver(AbstractCurvatureSolver):
         if self.has_delay:
             carried = self._run(drift, g, voltages, self.delay, key_stale)
         cost = thermox.cost.solve_cost(
-            n, self.t + self.delay, num_couplings=thermox.cost.low_rank_couplings(n, r), model=self.cost_model
+            n, self.t + self.delay, num_couplings=thermox.cost.low_rank_couplings(n, r), model=self.cost_model,
+            tau_s=self.device.tau,
         )
         readout = jnp.where(finite, self.device.adc(voltages), jnp.nan)
         # Model calls: m reverse passes per example for the Gram, then the W / W^T products of the exact law.

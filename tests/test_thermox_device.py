@@ -62,7 +62,8 @@ def test_saturation_fixed_point_is_box_constrained_minimiser(x64):
 
 def test_saturation_bounds_every_readout(x64):
     """With thermal noise (kappa0 = 0.5: stationary std >= 0.5 per node) and a matrix right-hand side,
-    every node of every readout stays inside the rails, final state and window average alike."""
+    every node of every readout stays inside the rails: the final state exactly (it is clipped), the window
+    average up to float rounding of its sum of W = window / dt = 20 terms (|error| <= W eps v)."""
     A, b = saturation_problem()
     v = 0.6
     B = np.stack([b, -2 * b, 0.1 * b], axis=1)
@@ -74,11 +75,12 @@ def test_saturation_bounds_every_readout(x64):
         return jax.vmap(lambda k: thermox.linalg.solve(A, B, key=k, t=5.0, device=device, dt=0.05,
                                                         window=window))(keys)
 
-    for window in (None, 1.0):
-        x = np.asarray(run(keys, window))
-        assert x.shape == (200, 4, 3)
-        assert np.all(np.abs(x) <= v)
     final = np.asarray(run(keys, None))
+    assert final.shape == (200, 4, 3)
+    assert np.all(np.abs(final) <= v)
+    average = np.asarray(run(keys, 1.0))
+    assert average.shape == (200, 4, 3)
+    assert np.all(np.abs(average) <= v * (1 + 20 * np.finfo(np.float64).eps))
     assert np.mean(np.abs(final) == v) > 0.1  # a sizeable fraction sits on a rail: clipping is active
 
 
@@ -123,7 +125,8 @@ def test_auto_ranged_converter(x64, bits):
     step = peak / (2 ** (bits - 1) - 1)
     y = np.asarray(thermox.AnalogDevice(dac_bits=bits).dac(x))
     assert np.all(np.abs(y - np.asarray(x)) <= step / 2 * (1 + 1e-12))
-    assert np.isclose(np.max(np.abs(y)), peak, rtol=1e-12) or np.max(np.abs(y)) <= peak
+    # The peak entry lands exactly on the top code (peak / step = 2^(bits-1) - 1): reproduced to rounding.
+    assert np.isclose(np.max(np.abs(y)), peak, rtol=1e-12, atol=0)
     z = np.asarray(thermox.AnalogDevice(adc_bits=bits, adc_range=1.0).adc(x))
     assert np.all(z <= 1.0) and np.all(z >= -1.0)
 

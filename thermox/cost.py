@@ -81,6 +81,7 @@ def solve_cost(
     num_readouts: int = 1,
     reprogram: bool = True,
     model: CostModel = CostModel(),
+    tau_s: float | None = None,
 ) -> SolveCost:
     """Modeled time and energy of one analog solve of size ``n`` run for ``t`` (units of tau).
 
@@ -93,6 +94,8 @@ def solve_cost(
         num_readouts: node-voltage readouts per right-hand side (n values each).
         reprogram: whether the couplings are sent (False: the array already holds them).
         model: the hardware constants.
+        tau_s: the cell time constant in seconds (default ``model.tau_s`` = R C); pass ``AnalogDevice.tau``
+            to cost a specific device.
     """
     bits, bw = model.conversion_bits, model.link_bandwidth_bps
     couplings = n * n if num_couplings is None else num_couplings
@@ -102,7 +105,7 @@ def solve_cost(
     program_s = transfer_time(couplings, bits=bits, bandwidth_bps=bw)
     input_s = transfer_time(inputs, bits=bits, bandwidth_bps=bw)
     output_s = transfer_time(outputs, bits=bits, bandwidth_bps=bw)
-    analog_s = jnp.asarray(t, float) * model.tau_s * num_rhs
+    analog_s = jnp.asarray(t, float) * (model.tau_s if tau_s is None else tau_s) * num_rhs
     values = couplings + inputs + outputs
     energy = (
         values * bits * model.link_energy_per_bit_j

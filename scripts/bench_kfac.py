@@ -1,0 +1,124 @@
+"""Step time of K-FAC and thermodynamic K-FAC relative to optax.adam on an MLP 784-1024-1024-10, in one run.
+
+    python scripts/bench_kfac.py [--quick] [--out bench_kfac.json]
+
+Every optimizer takes the same jit-compiled train step (loss, gradient, update, apply) on the same batch of 512
+random 784-pixel inputs with 10 classes; curvature statistics and inverses (device programming) are refreshed
+every 10 steps, so a step's time is the mean over whole periods of 10 steps. Rounds of one period per optimizer
+are interleaved (the machine is shared) and the median round is reported; ratios are over Adam in the same run.
+Compilation is excluded (one warm-up period). float32, as a user would train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import optax
+
+import kfac_thermo
+import thermox
+from experiments.models import count_parameters, split_model
+
+BATCH, INPUTS, HIDDEN, CLASSES, PERIOD = 512, 784, 1024, 10, 10
+
+
+def make_step(optimizer, predict_fn):
+    def loss_fn(params, inputs, labels):
+        return optax.softmax_cross_entropy_with_integer_labels(predict_fn(params, inputs), labels).mean()
+
+    @jax.jit
+    def step(params, state, inputs, labels):
+        loss, grads = jax.value_and_grad(loss_fn)(params, inputs, labels)
+        updates, state = optimizer.update(grads, state, params, batch=(inputs, labels))
+        return optax.apply_updates(params, updates), state, loss
+
+    return step
+
+
+def optimizers(predict_fn, inputs, quick: bool) -> dict:
+    common = dict(predict_fn=predict_fn, loss="softmax_cross_entropy", damping=1e-3, example_inputs=inputs,
+                  curvature_period=PERIOD, inverse_period=PERIOD)
+    eight_bit = thermox.AnalogDevice(dac_bits=8, adc_bits=8)
+    out = {
+        "adam": optax.adam(1e-3),
+        "kfac": kfac_thermo.kfac(1e-3, **common),
+        "thermo_kfac ideal solve": kfac_thermo.thermo_kfac(1e-3, t=1e3, **common),
+        "thermo_kfac 8-bit solve": kfac_thermo.thermo_kfac(1e-3, t=1e3, device=eight_bit, **common),
+        "thermo_kfac ideal invert": kfac_thermo.thermo_kfac(1e-3, t=1e3, method="invert", **common),
+        "thermo_kfac 8-bit invert": kfac_thermo.thermo_kfac(1e-3, t=1e3, method="invert", device=eight_bit,
+                                                            **common),
+    }
+    if not quick:
+        out["kfac exact damping"] = kfac_thermo.kfac(1e-3, damping_mode="exact", **common)
+        out["kfac empirical fisher"] = kfac_thermo.kfac(1e-3, curvature="empirical_fisher", **common)
+    return out
+
+
+def kfac_state(state):
+    is_kfac = lambda s: isinstance(s, kfac_thermo.KFACState)
+    found = [s for s in jax.tree_util.tree_leaves(state, is_leaf=is_kfac) if is_kfac(s)]
+    return found[0] if found else None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and optimizers")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+    rounds = args.rounds or (2 if args.quick else 5)
+
+    k_model, k_x, k_y = jr.split(jr.key(0), 3)
+    model = eqx.nn.MLP(INPUTS, CLASSES, HIDDEN, depth=2, activation=jax.nn.relu, key=k_model)
+    params, predict_fn = split_model(model)
+    inputs = jr.normal(k_x, (BATCH, INPUTS))
+    labels = jr.randint(k_y, (BATCH,), 0, CLASSES)
+    print(f"MLP {INPUTS}-{HIDDEN}-{HIDDEN}-{CLASSES}: {count_parameters(params):,} parameters, batch {BATCH}, "
+          f"refresh every {PERIOD} steps, {jax.device_count()} {jax.default_backend()} device(s)")
+
+    runs = {}
+    for name, optimizer in optimizers(predict_fn, inputs, args.quick).items():
+        step = make_step(optimizer, predict_fn)
+        start = time.perf_counter()
+        state = optimizer.init(params)
+        p = params
+        for _ in range(PERIOD):  # compile, and one full period
+            p, state, loss = step(p, state, inputs, labels)
+        jax.block_until_ready(loss)
+        runs[name] = dict(step=step, params=p, state=state, times=[], compile_s=time.perf_counter() - start)
+        print(f"  compiled {name} ({runs[name]['compile_s']:.1f} s)", flush=True)
+
+    for _ in range(rounds):
+        for name, run in runs.items():
+            p, state = run["params"], run["state"]
+            start = time.perf_counter()
+            for _ in range(PERIOD):
+                p, state, loss = run["step"](p, state, inputs, labels)
+            jax.block_until_ready((p, loss))
+            run["times"].append((time.perf_counter() - start) / PERIOD)
+            run["params"], run["state"] = p, state
+
+    adam = statistics.median(runs["adam"]["times"])
+    results = {}
+    print(f"\n{'optimizer':<28} {'step ms':>8} {'x adam':>7} {'modeled s (last step)':>22}")
+    for name, run in runs.items():
+        median = statistics.median(run["times"])
+        state = kfac_state(run["state"])
+        modeled = None if state is None else float(state.modeled_time_s)
+        results[name] = dict(step_s=median, ratio_to_adam=median / adam, rounds=run["times"], modeled_time_s=modeled)
+        print(f"{name:<28} {1e3 * median:8.1f} {median / adam:7.2f} {'' if modeled is None else f'{modeled:.3e}':>22}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(dict(batch=BATCH, sizes=[INPUTS, HIDDEN, HIDDEN, CLASSES], period=PERIOD, results=results), f,
+                      indent=2)
+
+
+if __name__ == "__main__":
+    main()

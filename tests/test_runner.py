@@ -1,0 +1,114 @@
+"""The hydra runner: composition, every optimizer on digits, resume, run-directory contents, bad overrides."""
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigAttributeError, ValidationError
+
+from experiments import rundir
+from experiments.data import load_mnist, read_idx
+from experiments.run import run
+
+CONFIGS = str(pathlib.Path(__file__).resolve().parents[1] / "configs")
+MNIST_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+QUIET = ["run.progress=false", "run.plots=false"]
+
+
+def make_config(*overrides):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_default_config_is_tngd_on_digits_with_an_ideal_device():
+    cfg = make_config()
+    assert (cfg.task.name, cfg.optimizer.name, cfg.device.name) == ("digits", "tngd", "ideal")
+    assert cfg.device.kappa0 == 0.0 and cfg.device.dac_bits is None
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "tngd", "tngd_adam", "ngd", "ngd_cg", "ngd_woodbury"])
+def test_every_optimizer_runs_two_steps_on_digits(tmp_path, optimizer):
+    extra = ["task.channels=2", "task.hidden=4"] if optimizer == "ngd" else []  # dense NGD is O(N^3)
+    cfg = make_config(f"optimizer={optimizer}", "run.max_steps=2", "run.eval_every=2", *QUIET, *extra)
+    summary = run(cfg, str(tmp_path))
+    assert summary["steps"] == 2
+    records = rundir.read_metrics(str(tmp_path))
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(np.isfinite(r["train_loss"]) and r["modeled_time_s"] > 0 for r in records)
+    assert 0.0 <= records[-1]["test_accuracy"] <= 1.0
+    for name in ("config.yaml", "versions.json", "summary.json", "metrics.jsonl"):
+        assert (tmp_path / name).exists(), name
+
+
+def test_run_directory_holds_plots_versions_and_summary(tmp_path):
+    cfg = make_config("optimizer=adam", "run.max_steps=6", "run.eval_every=3", "run.progress=false")
+    run(cfg, str(tmp_path))
+    assert (tmp_path / "plots.png").stat().st_size > 0
+    versions = json.loads((tmp_path / "versions.json").read_text())
+    assert versions["jax"] and "git_sha" in versions
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["best_test_accuracy"] is not None
+    assert summary["wall_time_s"] > 0 and summary["modeled_time_s"] > 0
+
+
+def test_killed_run_resumes_to_the_same_numbers(tmp_path):
+    """A run stopped after its step-4 checkpoint and started again ends exactly like an uninterrupted one."""
+    common = ["optimizer=tngd", "device=paper", "run.eval_every=2", "run.checkpoint_every=4", *QUIET]
+    full = run(make_config("run.max_steps=8", *common), str(tmp_path / "full"))
+    run(make_config("run.max_steps=4", *common), str(tmp_path / "resumed"))
+    resumed = run(make_config("run.max_steps=8", *common), str(tmp_path / "resumed"))
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rs]
+    assert strip(rundir.read_metrics(str(tmp_path / "resumed"))) == strip(rundir.read_metrics(str(tmp_path / "full")))
+    assert resumed["final"] == full["final"]
+
+
+@pytest.mark.parametrize(
+    "override, error",
+    [
+        ("optimizer.not_a_field=1", ConfigCompositionException),
+        ("seed=abc", ConfigCompositionException),
+        ("optimizer=not_an_optimizer", ConfigCompositionException),
+        ("device.dac_bits=eight", ConfigCompositionException),
+    ],
+)
+def test_bad_overrides_are_errors_that_name_the_key(override, error):
+    with pytest.raises(error, match=override.split("=")[0].split(".")[-1] if "not_an" not in override else "not_an_optimizer"):
+        make_config(override)
+
+
+def test_mnist_without_data_dir_is_a_clear_error(tmp_path):
+    cfg = make_config("task=mnist", f"task.data_dir={tmp_path / 'nowhere'}", *QUIET)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        run(cfg, str(tmp_path / "run"))
+
+
+def test_idx_reader_rejects_a_non_idx_file(tmp_path):
+    bad = tmp_path / "t10k-images-idx3-ubyte"
+    bad.write_bytes(b"\x01\x02\x03\x04garbage")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(str(bad))
+
+
+@pytest.mark.skipif(not MNIST_DIR.exists(), reason=f"real MNIST not at {MNIST_DIR}")
+def test_mnist_test_set_split_is_disjoint_and_stratified():
+    train, test = load_mnist(str(MNIST_DIR), 5000, 5000, seed=0)
+    assert train.images.shape == (5000, 28, 28) and test.images.shape == (5000, 28, 28)
+    assert 0.0 <= train.images.min() and train.images.max() <= 1.0
+    # Disjoint: no test image equals a train image byte for byte (MNIST has no exact duplicates).
+    train_hashes = {img.tobytes() for img in train.images}
+    assert not any(img.tobytes() in train_hashes for img in test.images)
+    # Stratified: class frequencies of the test part within 1 image of the full set's (980, 1135, ... / 2).
+    counts = np.bincount(test.labels, minlength=10)
+    full = np.array([980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+    assert np.all(np.abs(counts - full / 2) <= 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["tngd", "adam"])
+def test_default_command_reaches_90_percent_on_digits(tmp_path, optimizer):
+    summary = run(make_config(f"optimizer={optimizer}", *QUIET), str(tmp_path))
+    assert summary["final"]["test_accuracy"] >= 0.90, summary
