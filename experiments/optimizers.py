@@ -20,10 +20,13 @@ def build_device(cfg) -> thermox.AnalogDevice:
     )
 
 
-def build_optimizer(cfg, device_cfg, *, predict_fn: Callable, loss: Any, seed: int) -> optax.GradientTransformation:
-    """The optimizer named by ``cfg.name`` with its hyperparameters; noise keys derive from ``seed``."""
+def build_optimizer(cfg, device_cfg, *, predict_fn: Callable, loss: Any, seed: int,
+                    task_curvature: str = "ggn") -> optax.GradientTransformation:
+    """The optimizer named by ``cfg.name`` with its hyperparameters; noise keys derive from ``seed``;
+    ``curvature: auto`` takes ``task_curvature``."""
     key = jr.fold_in(jr.key(seed), 1)
     name = cfg.name
+    curvature = task_curvature if getattr(cfg, "curvature", "auto") == "auto" else cfg.curvature
     if name == "adam":
         return optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     if name == "sgd":
@@ -32,17 +35,17 @@ def build_optimizer(cfg, device_cfg, *, predict_fn: Callable, loss: Any, seed: i
     if name in ("ngd", "ngd_woodbury", "ngd_cg"):
         extra = {"iterations": cfg.iterations} if name == "ngd_cg" else {}
         factory = getattr(kfac_thermo, name)
-        return factory(cfg.learning_rate, curvature=cfg.curvature, momentum=cfg.momentum, key=key, **common, **extra)
+        return factory(cfg.learning_rate, curvature=curvature, momentum=cfg.momentum, key=key, **common, **extra)
     device = build_device(device_cfg)
     if name == "tngd":
         return kfac_thermo.tngd(
             cfg.learning_rate, t=cfg.t, delay=cfg.delay, method=cfg.method, dt=cfg.dt, reset=cfg.reset,
-            curvature=cfg.curvature, momentum=cfg.momentum, device=device, key=key, **common,
+            curvature=curvature, momentum=cfg.momentum, device=device, key=key, **common,
         )
     if name == "tngd_adam":
         return kfac_thermo.tngd_adam(
             cfg.learning_rate, t=cfg.t, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, delay=cfg.delay, method=cfg.method,
-            dt=cfg.dt, curvature=cfg.curvature, device=device, key=key, **common,
+            dt=cfg.dt, curvature=curvature, device=device, key=key, **common,
         )
     if name in ("kfac", "thermo_kfac"):
         factory = getattr(kfac_thermo, name, None)

@@ -29,7 +29,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
     rundir.write_json(os.path.join(run_dir, "versions.json"), rundir.versions())
     task = build_task(cfg.task, cfg.seed)
-    optimizer = build_optimizer(cfg.optimizer, cfg.device, predict_fn=task.predict_fn, loss=task.loss, seed=cfg.seed)
+    optimizer = build_optimizer(cfg.optimizer, cfg.device, predict_fn=task.predict_fn, loss=task.loss, seed=cfg.seed,
+                                task_curvature=task.curvature)
     summary = train(task, optimizer, cfg.run, run_dir, cfg.seed)
     if cfg.run.plots:
         rundir.plot_run(run_dir, task.metric)

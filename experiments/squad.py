@@ -200,14 +200,6 @@ def featurize(examples: Sequence[SquadExample], tokenizer: Tokenizer, max_length
                        (f.name for f in dataclasses.fields(Features))})
 
 
-def span_cross_entropy(logits: Float[Array, " two_s"], positions: Int[Array, " 2"]) -> Float[Array, ""]:
-    """One example's QA loss on ``predict_fn``'s flat ``[start; end]`` logits: the mean of the start and end
-    softmax cross-entropies at the true ``positions = (start, end)``."""
-    start_end = logits.reshape(2, -1)
-    log_p = jax.nn.log_softmax(start_end, axis=-1)
-    return -0.5 * (log_p[0, positions[0]] + log_p[1, positions[1]])
-
-
 def best_span(start_logits: Float[Array, " s"], end_logits: Float[Array, " s"], max_answer_length: int = 30,
               *, mask: Array | None = None) -> tuple[Int[Array, ""], Int[Array, ""], Float[Array, ""]]:
     """``(start, end, score)`` maximising ``start_logits[i] + end_logits[j]`` over ``i <= j < i + max_answer_length``

@@ -28,6 +28,7 @@ class Task:
         metric: name of the headline test metric (higher is better).
         batch_size, epochs: from the config.
         description: one line for logs.
+        curvature: what ``curvature=auto`` means for this task's natural-gradient optimizers.
     """
 
     params: Any
@@ -40,6 +41,7 @@ class Task:
     batch_size: int
     epochs: int
     description: str
+    curvature: str = "ggn"
 
 
 def _classification(train: Split, test: Split, cfg, seed: int, label: str) -> Task:

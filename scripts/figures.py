@@ -1,0 +1,119 @@
+"""One command per figure of the papers: runs the configurations (resuming finished ones), then plots and tables.
+
+    python scripts/figures.py mnist   --data-dir ../shared/data/mnist --seeds 5   # TNGD vs Adam vs exact NGD
+    python scripts/figures.py runtime --data-dir ../shared/data/mnist             # t in {5, 10, 20, 50} tau
+    python scripts/figures.py delay   --data-dir ../shared/data/mnist             # t_d in {0, 0.2, 1} tau at t = 5
+    python scripts/figures.py noise   --data-dir ../shared/data/mnist             # kappa0 in {0.1, 0.01, 0.001}
+    python scripts/figures.py kfac-bits                                           # thermodynamic K-FAC vs bits
+    python scripts/figures.py qa --data-path ../shared/data/squad/dev-v1.1.json.zip
+
+Without ``--data-dir`` the classification figures run on scikit-learn's digits (a quick check of the pipeline).
+Each writes ``<out>/<figure>.png`` and ``<out>/<figure>.md``; runs go to ``<runs>/<figure>/<label>-seed<k>``.
+The TNGD runs use the exact law of the device at time t (the same distribution as the papers' Euler-Maruyama
+simulation, see thermox); ``--euler`` switches to the paper's diffrax Euler-Maruyama at dt = 0.1 tau.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from experiments.run import run  # noqa: E402
+from plot import compare  # noqa: E402
+
+TNGD = ["optimizer=tngd", "optimizer.learning_rate=0.01", "optimizer.damping=0.01"]
+
+
+def figure_runs(name: str, args) -> list[tuple[str, list[str]]]:
+    """(label, overrides) of every curve of figure ``name``."""
+    if name == "mnist":
+        return [("adam", ["optimizer=adam"]),
+                ("tngd-t50", [*TNGD, "optimizer.t=50", "device=paper"]),
+                ("ngd-exact", ["optimizer=ngd_woodbury", "optimizer.learning_rate=0.01", "optimizer.damping=0.01"])]
+    if name == "runtime":
+        return [(f"tngd-t{t:g}", [*TNGD, f"optimizer.t={t}", "device=paper"]) for t in (5, 10, 20, 50)] + [
+            ("ngd-exact", ["optimizer=ngd_woodbury", "optimizer.learning_rate=0.01", "optimizer.damping=0.01"])]
+    if name == "delay":
+        return [(f"tngd-t5-delay{d:g}", [*TNGD, "optimizer.t=5", f"optimizer.delay={d}", "device=paper"])
+                for d in (0.0, 0.2, 1.0)]
+    if name == "noise":
+        return [(f"tngd-kappa{k:g}", [*TNGD, "optimizer.t=1", "device=paper", f"device.kappa0={k}"])
+                for k in (0.1, 0.01, 0.001)]
+    if name == "kfac-bits":
+        runs = [("kfac-digital", ["optimizer=kfac"]), ("adam", ["optimizer=adam"])]
+        return runs + [(f"thermo-kfac-{b}bit", ["optimizer=thermo_kfac", "device=paper", f"device.dac_bits={b}",
+                                                 f"device.adc_bits={b}", f"device.coupling_bits={b}"])
+                       for b in (4, 6, 8, 12)]
+    if name == "qa":
+        return [("adam", ["optimizer=adam"]), ("tngd", ["optimizer=tngd", "optimizer.t=0.4", "optimizer.damping=1.0",
+                                                         "device=paper"]),
+                ("tngd-adam", ["optimizer=tngd_adam", "device=paper"])]
+    raise ValueError(f"unknown figure {name!r}")
+
+
+def task_overrides(name: str, args) -> list[str]:
+    if name == "qa":
+        if not args.data_path:
+            raise SystemExit("the qa figure needs --data-path to a SQuAD v1.1 JSON (or zip)")
+        return ["task=squad", f"task.data_path={args.data_path}"]
+    if args.data_dir:
+        return ["task=mnist", f"task.data_dir={os.path.abspath(args.data_dir)}"]
+    return ["task=digits"]
+
+
+def run_once(overrides: list[str], run_dir: pathlib.Path) -> None:
+    """Run one configuration unless its directory already holds a finished run."""
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        done = json.loads(summary.read_text())
+        if done["steps"] == done["planned_steps"]:
+            return
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    run(cfg, str(run_dir))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("figure", choices=["mnist", "runtime", "delay", "noise", "kfac-bits", "qa"])
+    parser.add_argument("--data-dir", help="MNIST IDX directory (default: scikit-learn digits)")
+    parser.add_argument("--data-path", help="SQuAD v1.1 JSON or zip (qa figure)")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--epochs", type=int, help="override the task's epochs")
+    parser.add_argument("--max-steps", type=int, help="cap every run's steps (quick look)")
+    parser.add_argument("--euler", action="store_true", help="TNGD by diffrax Euler-Maruyama, dt = 0.1 tau")
+    parser.add_argument("--runs", default="runs/figures", help="where the run directories go")
+    parser.add_argument("--out", default="figures", help="where the figure and table go")
+    args = parser.parse_args()
+
+    common = task_overrides(args.figure, args) + ["run.progress=false", "run.plots=false"]
+    if args.epochs:
+        common.append(f"task.epochs={args.epochs}")
+    if args.max_steps:
+        common.append(f"run.max_steps={args.max_steps}")
+    run_dirs, labels = [], []
+    for label, overrides in figure_runs(args.figure, args):
+        if args.euler and "optimizer=tngd" in overrides:
+            overrides = overrides + ["optimizer.method=diffrax", "optimizer.dt=0.1"]
+        for seed in range(args.seeds):
+            run_dir = pathlib.Path(args.runs) / args.figure / f"{label}-seed{seed}"
+            print(f"[{args.figure}] {label} seed {seed} -> {run_dir}", flush=True)
+            run_once(common + overrides + [f"seed={seed}"], run_dir)
+            run_dirs.append(str(run_dir))
+            labels.append(label)
+    out = os.path.join(args.out, args.figure)
+    print(compare(run_dirs, out, labels=labels, title=f"{args.figure} ({' '.join(common[:2])})"))
+    print(f"wrote {out}.png and {out}.md")
+
+
+if __name__ == "__main__":
+    main()
