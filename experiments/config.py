@@ -15,19 +15,27 @@ from omegaconf import MISSING
 
 # ---------------------------------------------------------------------------------------------- tasks
 @dataclass
-class DigitsTask:
-    """scikit-learn's bundled 8x8 digits (1,797 images): a stratified train/test split."""
+class ImageTask:
+    """Shared fields of the classification tasks: batch, epochs and the CNN's width."""
 
-    name: str = "digits"
-    test_size: int = 497
+    name: str = MISSING
     batch_size: int = 64
-    epochs: int = 15
+    epochs: int = 10
     channels: int = 8
     hidden: int = 16
 
 
 @dataclass
-class MnistTask:
+class DigitsTask(ImageTask):
+    """scikit-learn's bundled 8x8 digits (1,797 images): a stratified train/test split."""
+
+    name: str = "digits"
+    test_size: int = 497
+    epochs: int = 15
+
+
+@dataclass
+class MnistTask(ImageTask):
     """MNIST from IDX files in ``data_dir``. With the training files there: ``train_size`` images of the
     training set and ``test_size`` of the test set (the paper: 10,000 / 10,000). With only the 10,000-image
     test set (``t10k-*``): a seeded, stratified, disjoint split of it into ``train_size`` / ``test_size``
@@ -37,10 +45,6 @@ class MnistTask:
     data_dir: str = MISSING
     train_size: int = 5000
     test_size: int = 5000
-    batch_size: int = 64
-    epochs: int = 10
-    channels: int = 8
-    hidden: int = 16
 
 
 @dataclass

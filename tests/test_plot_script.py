@@ -1,0 +1,42 @@
+"""scripts/plot.py reads run directories only: seeds are grouped, tables report mean and spread."""
+
+import json
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+import plot  # noqa: E402
+
+
+def fake_run(directory: pathlib.Path, final: float, loss0: float) -> str:
+    directory.mkdir(parents=True)
+    records = [{"step": s, "train_loss": loss0 / s, "wall_time_s": 0.1 * s, "modeled_time_s": 1e-3 * s}
+               for s in range(1, 11)]
+    records[4]["test_accuracy"] = final / 2
+    records[9]["test_accuracy"] = final
+    (directory / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    summary = {"metric": "test_accuracy", "steps": 10, "planned_steps": 10, "final": {"test_accuracy": final},
+               "best_test_accuracy": final, "final_train_loss": loss0 / 10, "wall_time_s": 1.0, "modeled_time_s": 0.01}
+    (directory / "summary.json").write_text(json.dumps(summary))
+    return str(directory)
+
+
+def test_compare_groups_seeds_and_writes_figure_and_table(tmp_path):
+    runs = [fake_run(tmp_path / "adam-seed0", 0.90, 2.0), fake_run(tmp_path / "adam-seed1", 0.94, 2.0),
+            fake_run(tmp_path / "tngd-seed0", 0.96, 1.0)]
+    markdown = plot.compare(runs, str(tmp_path / "out" / "cmp"), smooth=3, title="test")
+    assert (tmp_path / "out" / "cmp.png").stat().st_size > 0
+    assert (tmp_path / "out" / "cmp.md").read_text().endswith(markdown)
+    rows = {line.split("|")[1].strip(): line for line in markdown.splitlines()[2:]}
+    assert set(rows) == {"adam", "tngd"}
+    assert "| 2 | 0.92 ± 0.02 |" in rows["adam"]  # mean and population std of 0.90 and 0.94
+    assert "| 1 | 0.96 |" in rows["tngd"]
+
+
+def test_mean_curve_smooths_with_a_moving_average(tmp_path):
+    runs = plot.load_groups([fake_run(tmp_path / "a-seed0", 0.9, 10.0)], None)["a"]
+    x, y = plot.mean_curve(runs, "step", "train_loss", smooth=2)
+    assert list(x) == list(range(2, 11))
+    assert y[0] == pytest.approx((10.0 + 5.0) / 2)
