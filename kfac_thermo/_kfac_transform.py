@@ -135,8 +135,9 @@ def scale_by_kfac(
         inverse_period: refresh the solver's inverses every this many steps (static int >= 1).
         fallback: block of parameters in no factored layer: "diagonal" or "identity".
         key: PRNG key for Monte-Carlo targets and device noise (required for "mc_fisher" and noisy devices).
-        nonfinite: "skip" leaves parameters and the curvature state unchanged (zero update) when the gradient,
-            the statistics or the direction is not finite, counting it in ``state.skipped``; "raise" fails.
+        nonfinite: "skip" makes the update zero when the gradient, the statistics or the direction is not finite
+            and counts it in ``state.skipped``; factors and inverses are only replaced by finite ones computed
+            from a finite gradient's step. "raise" fails at run time instead.
         host_flops_per_s: host throughput for the modeled time of the digital work.
     """
     loss_fn = Loss(loss)
@@ -200,34 +201,36 @@ def scale_by_kfac(
         g_leaves = [jnp.where(g_finite, g, 0.0) for g in g_leaves]
         batch_size = targets.shape[0]
 
-        # 1. Curvature statistics.
+        # 1. Curvature statistics. Non-finite ones (or a non-finite gradient) leave the factors as they were.
         def refresh_curvature(operand):
-            blocks, diagonals, n = operand
             stats = statistics if statistics is not None else batch_statistics(
                 model, params, inputs, targets, curvature, loss_fn, key_stats)
             A, S, D = factors(model, stats)
+            blocks, diagonals, n = operand
             weight = jnp.where(n == 0, 1.0, 1.0 - decay)
             ema = lambda old, new: (old + weight * (new - old)).astype(old.dtype)
-            blocks = tuple((ema(a0, a), ema(s0, s)) for (a0, s0), a, s in zip(blocks, A, S))
-            return (blocks, tuple(ema(d0, d) for d0, d in zip(diagonals, D)), n + 1), (stats.model_calls,
-                                                                                     _stats_flops(model, stats))
+            new = (tuple((ema(a0, a), ema(s0, s)) for (a0, s0), a, s in zip(blocks, A, S)),
+                   tuple(ema(d0, d) for d0, d in zip(diagonals, D)), n + 1)
+            ok = g_finite & _all_finite(new[:2])
+            new = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), new, operand)
+            return new, (stats.model_calls, _stats_flops(model, stats)), ok
 
         def keep_curvature(operand):
-            return operand, (jnp.zeros([], jnp.float32), jnp.zeros([], jnp.float32))
+            return operand, (jnp.zeros([], jnp.float32), jnp.zeros([], jnp.float32)), jnp.asarray(True)
 
-        (blocks, diagonals, curvature_updates), (stats_calls, stats_flops) = _periodic(
+        (blocks, diagonals, curvature_updates), (stats_calls, stats_flops), stats_ok = _periodic(
             curvature_period, state.count, refresh_curvature, keep_curvature,
             (state.factors, state.diagonals, state.curvature_updates))
-        stats_finite = _all_finite((blocks, diagonals))
-        # Non-finite statistics never reach the solvers: they refresh from the previous factors instead.
-        blocks, diagonals = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(stats_finite, new, old), (blocks, diagonals), (state.factors, state.diagonals))
+        accepted = g_finite & stats_ok
 
-        # 2. Inverses.
+        # 2. Inverses, from the accepted factors; a non-finite refresh keeps the previous ones.
         def refresh_inverses(blocks):
             keys = jr.split(key_refresh, len(blocks))
             results = [solver.refresh(A, S, damping_value, k) for (A, S), k in zip(blocks, keys)]
-            return tuple(r[0] for r in results), tuple(r[1] for r in results)
+            new = tuple(r[0] for r in results)
+            ok = accepted & _all_finite(new)
+            return (jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), new, state.inverses),
+                    tuple(r[1] for r in results))
 
         def keep_inverses(blocks):
             return state.inverses, tuple(block_work() for _ in blocks)
@@ -243,16 +246,12 @@ def scale_by_kfac(
             curvature_i = 1.0 if d is None else d
             direction[i] = (g_leaves[i] / (curvature_i + damping_value)).astype(g_leaves[i].dtype)
 
-        finite = g_finite & stats_finite & _all_finite(direction)
+        finite = accepted & _all_finite(direction)
         if nonfinite == "raise":
             direction = [eqx.error_if(d, ~finite, "kfac: non-finite gradient, statistics or direction")
                          for d in direction]
         else:
             direction = [jnp.where(finite, d, 0.0) for d in direction]
-            blocks, diagonals, curvature_updates, inverses = jax.tree_util.tree_map(
-                lambda new, old: jnp.where(finite, new, old),
-                (blocks, diagonals, curvature_updates, inverses),
-                (state.factors, state.diagonals, state.curvature_updates, state.inverses))
 
         work = _combine([BlockWork(*(r + a for r, a in zip(refresh, apply[1])))
                          for refresh, apply in zip(refresh_works, applied)])

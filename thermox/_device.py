@@ -73,8 +73,14 @@ class AnalogDevice(eqx.Module):
 
     @property
     def is_ideal_couplings(self) -> bool:
-        """True when the programmed drift equals the requested one."""
-        return self.coupling_bits is None and (_concrete(self.mismatch) and self.mismatch == 0)
+        """True when the programmed drift equals the requested one.
+
+        Without a chip ``key`` there is no mismatch pattern (``mismatch`` is then never applied), so the
+        couplings are ideal whatever ``mismatch`` holds, including a traced value under ``jax.jit``.
+        """
+        if self.coupling_bits is not None:
+            return False
+        return self.key is None or (_concrete(self.mismatch) and bool(np.asarray(self.mismatch) == 0))
 
     def check_capacity(self, n: int) -> None:
         """Refuse a problem of ``n`` variables that does not fit the chip's cells."""

@@ -24,7 +24,7 @@ def check_time(value, name: str, *, allow_zero: bool = True):
     """A run time (units of tau) must be finite and >= 0 (> 0 when ``allow_zero`` is False)."""
     if isinstance(value, jax.core.Tracer):
         bad = ~jnp.isfinite(value) | (value < 0 if allow_zero else value <= 0)
-        return eqx.error_if(value, bad, f"thermox: {name} must be finite and non-negative")
+        return eqx.error_if(value, bad, f"thermox: {name} must be finite and {'>=' if allow_zero else '>'} 0")
     value = float(value)
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"thermox: {name} must be finite and {'>=' if allow_zero else '>'} 0, got {value}")
@@ -119,8 +119,11 @@ def evolve(
     t = check_time(t, "run time t")
     if window is not None:
         window = check_time(window, "window", allow_zero=False)
-        if not isinstance(window, jax.core.Tracer) and not isinstance(t, jax.core.Tracer) and window > t:
-            raise ValueError(f"thermox: window={window} is longer than the run time t={t}")
+        if not isinstance(window, jax.core.Tracer) and not isinstance(t, jax.core.Tracer):
+            if window > t:
+                raise ValueError(f"thermox: window={window} is longer than the run time t={t}")
+        else:
+            window = eqx.error_if(jnp.asarray(window), window > t, "thermox: the window is longer than the run time t")
     kappa0 = check_time(kappa0, "kappa0")
     method = resolve_method(drift, method, saturation)
 
