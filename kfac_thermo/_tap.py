@@ -280,14 +280,24 @@ class TappedModel:
         return find_layer_taps(self.closed.jaxpr, self.num_leaves)
 
     def uses(self) -> list[list[str]]:
-        """For every parameter leaf, the primitives of the single-example jaxpr that read it."""
-        found: list[list[str]] = [[] for _ in range(self.num_leaves)]
-        params = {v: i for i, v in enumerate(self.closed.jaxpr.invars[: self.num_leaves])}
+        """For every parameter leaf, the operations of the single-example jaxpr that read it (looking through
+        reshapes, broadcasts and casts)."""
+        readers: dict[Any, list] = {}
         for eqn in self.closed.jaxpr.eqns:
             for v in eqn.invars:
-                if not isinstance(v, jex_core.Literal) and v in params:
-                    found[params[v]].append(eqn.params.get("name", eqn.primitive.name) if _is_tag(eqn) else eqn.primitive.name)
-        return found
+                if not isinstance(v, jex_core.Literal):
+                    readers.setdefault(v, []).append(eqn)
+
+        def names(v) -> list[str]:
+            out = []
+            for eqn in readers.get(v, []):
+                if eqn.primitive.name in _MOVES + _KEEPS:
+                    out += names(eqn.outvars[0])
+                else:
+                    out.append(eqn.params["name"] if _is_tag(eqn) else eqn.primitive.name)
+            return out
+
+        return [names(v) for v in self.closed.jaxpr.invars[: self.num_leaves]]
 
     def describe(self) -> list[tuple[str, str]]:
         """(parameter path, how its Jacobian is handled) for every parameter leaf."""

@@ -5,16 +5,25 @@
 Every optimizer takes the same jit-compiled train step (loss, gradient, update, apply) on the same batch of 512
 random 784-pixel inputs with 10 classes; curvature statistics and inverses (device programming) are refreshed
 every 10 steps, so a step's time is the mean over whole periods of 10 steps. Rounds of one period per optimizer
-are interleaved (the machine is shared) and the median round is reported; ratios are over Adam in the same run.
-Compilation is excluded (one warm-up period). float32, as a user would train.
+are interleaved (the machine is shared) and the median round is reported, as wall time and as this process's CPU
+time (less sensitive to other jobs on a shared machine); ratios are over Adam in the same run. "modeled s" is the
+transform's modeled hardware time per step (``KFACState.modeled_time_s``) averaged over a period. Compilation is
+excluded (one warm-up period). float32, as a user would train.
+
+OPENBLAS_NUM_THREADS=1 (set below unless given): on CPU, XLA's LAPACK calls (eigh, Cholesky) run on OpenBLAS's
+own threads, which fight XLA's thread pool for the cores; on this 2-core machine that made an eigh of a 1025 x 1025
+factor take 0.3-3.7 s instead of 70 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import equinox as eqx
 import jax
@@ -92,28 +101,36 @@ def main():
         for _ in range(PERIOD):  # compile, and one full period
             p, state, loss = step(p, state, inputs, labels)
         jax.block_until_ready(loss)
-        runs[name] = dict(step=step, params=p, state=state, times=[], compile_s=time.perf_counter() - start)
+        runs[name] = dict(step=step, params=p, state=state, times=[], cpu=[], compile_s=time.perf_counter() - start)
         print(f"  compiled {name} ({runs[name]['compile_s']:.1f} s)", flush=True)
 
     for _ in range(rounds):
         for name, run in runs.items():
             p, state = run["params"], run["state"]
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
+            modeled = []
             for _ in range(PERIOD):
                 p, state, loss = run["step"](p, state, inputs, labels)
+                if kfac_state(state) is not None:
+                    modeled.append(kfac_state(state).modeled_time_s)
             jax.block_until_ready((p, loss))
             run["times"].append((time.perf_counter() - start) / PERIOD)
+            run["cpu"].append((time.process_time() - cpu) / PERIOD)
+            run["modeled"] = float(sum(modeled)) / PERIOD if modeled else None
             run["params"], run["state"] = p, state
 
     adam = statistics.median(runs["adam"]["times"])
+    adam_cpu = statistics.median(runs["adam"]["cpu"])
     results = {}
-    print(f"\n{'optimizer':<28} {'step ms':>8} {'x adam':>7} {'modeled s (last step)':>22}")
+    print(f"\n{'optimizer':<26} {'wall ms':>8} {'x adam':>7} {'cpu ms':>8} {'x adam':>7} {'modeled s':>15}")
     for name, run in runs.items():
-        median = statistics.median(run["times"])
-        state = kfac_state(run["state"])
-        modeled = None if state is None else float(state.modeled_time_s)
-        results[name] = dict(step_s=median, ratio_to_adam=median / adam, rounds=run["times"], modeled_time_s=modeled)
-        print(f"{name:<28} {1e3 * median:8.1f} {median / adam:7.2f} {'' if modeled is None else f'{modeled:.3e}':>22}")
+        median, cpu = statistics.median(run["times"]), statistics.median(run["cpu"])
+        modeled = run.get("modeled")
+        results[name] = dict(step_s=median, ratio_to_adam=median / adam, cpu_s=cpu, cpu_ratio_to_adam=cpu / adam_cpu,
+                             rounds=run["times"], cpu_rounds=run["cpu"], modeled_time_s=modeled,
+                             compile_s=run["compile_s"])
+        print(f"{name:<26} {1e3 * median:8.1f} {median / adam:7.2f} {1e3 * cpu:8.1f} {cpu / adam_cpu:7.2f} "
+              f"{'' if modeled is None else f'{modeled:.3e}':>15}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(dict(batch=BATCH, sizes=[INPUTS, HIDDEN, HIDDEN, CLASSES], period=PERIOD, results=results), f,

@@ -1,33 +1,44 @@
 """Step cost of TNGD and the NGD baselines relative to optax.adam on the paper's MNIST CNN, in one run.
 
-    python scripts/bench_tngd.py [--quick] [--out bench_tngd.json]
+    python scripts/bench_tngd.py [--quick] [--out bench_tngd.json] [--repeats N]
 
 Every optimizer takes the same jit-compiled train step (loss, gradient, update, apply) on the same batch of 64
-28x28 images through the same one-conv-two-dense CNN (86,794 parameters). Times are medians over repeats
-after a warm-up call (compilation excluded); the ratio is optimizer step time over the Adam step time measured
-in the same run, so lower is better. Model calls per step come from the transform's state.
+28x28 images through the same one-conv-two-dense CNN (86,794 parameters). Each step is compiled once (its XLA
+memory analysis kept) and warmed up, then the optimizers are timed interleaved (adam, tngd, ..., adam, tngd,
+...), each call one step continuing from the previous parameters and optimizer state. ``step_s`` is the median
+over repeats, ``step_min_s`` the minimum; the ratios are optimizer step time over the Adam step time measured in
+the same run (``ratios``: of medians, ``ratios_min``: of minima), so lower is better. Model calls and modeled
+hardware seconds per step come from the transform's state.
+
+``bench(...)`` is the importable entry point (scripts/bench.py uses it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import os
+import sys
 
 import jax
-import jax.numpy as jnp
 import jax.random as jr
 import optax
 
-import kfac_thermo
-import thermox
-from experiments.models import SmallCNN, count_parameters, split_model
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import kfac_thermo  # noqa: E402
+import thermox  # noqa: E402
+from _timing import StepTimer, markdown_table, time_steps  # noqa: E402
+from experiments.models import SmallCNN, count_parameters, split_model  # noqa: E402
 
 BATCH, CLASSES, IMAGE = 64, 10, 28
+ALL = ("adam", "tngd_t50", "tngd_t5", "tngd_mc_fisher", "tngd_quantized_8bit", "tngd_adam", "ngd_woodbury", "ngd_cg")
+QUICK = ("adam", "tngd_t50", "tngd_mc_fisher", "tngd_adam", "ngd_woodbury")
+SKIPPED = {"ngd_dense": "exact dense NGD forms an N x N = 86,794^2 matrix (30 GB): not run at this size"}
 
 
 def make_step(optimizer, predict_fn):
+    """``step(params, state, inputs, labels) -> (params, state, loss)``: loss, gradient, update, apply; jitted."""
     def loss_fn(params, inputs, labels):
         logits = predict_fn(params, inputs)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -41,73 +52,127 @@ def make_step(optimizer, predict_fn):
     return step
 
 
-def time_step(step, params, state, inputs, labels, repeats: int) -> tuple[float, object]:
-    params, state, loss = step(params, state, inputs, labels)
-    jax.block_until_ready(loss)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        params, state, loss = step(params, state, inputs, labels)
-        jax.block_until_ready((params, loss))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), state
+def _natural_gradient_state(state):
+    is_ng = lambda s: isinstance(s, kfac_thermo.NaturalGradientState)
+    return next((s for s in jax.tree_util.tree_leaves(state, is_leaf=is_ng) if is_ng(s)), None)
 
 
-def model_calls(state) -> float | None:
-    for leaf_state in jax.tree_util.tree_leaves(state, is_leaf=lambda s: isinstance(s, kfac_thermo.NaturalGradientState)):
-        if isinstance(leaf_state, kfac_thermo.NaturalGradientState):
-            return float(leaf_state.model_calls)
-    return 1.0
+def model_calls(state) -> float:
+    """Model calls of the last step (the transform's count; 1 for a first-order optimizer)."""
+    found = _natural_gradient_state(state)
+    return 1.0 if found is None else float(found.model_calls)
 
 
-def optimizers(predict_fn, key):
+def modeled_time_s(state, batch: int, num_params: int, host_flops_per_s: float = 1e13) -> float:
+    """Modeled hardware seconds of the last step: the transform's own figure, else one model call
+    (``2 b N`` flops at ``host_flops_per_s``, as experiments.trainer models Adam)."""
+    found = _natural_gradient_state(state)
+    if found is None:
+        return 2.0 * batch * num_params / host_flops_per_s
+    return float(found.modeled_time_s)
+
+
+def optimizers(predict_fn, key, names=ALL) -> dict:
+    """The optimizers compared, by name (``names`` selects and orders them)."""
     common = dict(predict_fn=predict_fn, loss="softmax_cross_entropy")
     noisy = thermox.AnalogDevice(kappa0=0.01)
-    return {
-        "adam": optax.adam(1e-3),
-        "tngd_t50": kfac_thermo.tngd(0.01, damping=0.01, t=50.0, device=noisy, key=key, **common),
-        "tngd_t5": kfac_thermo.tngd(0.01, damping=0.01, t=5.0, device=noisy, key=key, **common),
-        "tngd_mc_fisher": kfac_thermo.tngd(0.01, damping=0.01, t=50.0, device=noisy, key=key,
-                                           curvature="mc_fisher", **common),
-        "tngd_quantized_8bit": kfac_thermo.tngd(
+    factories = {
+        "adam": lambda: optax.adam(1e-3),
+        "tngd_t50": lambda: kfac_thermo.tngd(0.01, damping=0.01, t=50.0, device=noisy, key=key, **common),
+        "tngd_t5": lambda: kfac_thermo.tngd(0.01, damping=0.01, t=5.0, device=noisy, key=key, **common),
+        "tngd_mc_fisher": lambda: kfac_thermo.tngd(0.01, damping=0.01, t=50.0, device=noisy, key=key,
+                                                   curvature="mc_fisher", **common),
+        "tngd_quantized_8bit": lambda: kfac_thermo.tngd(
             0.01, damping=0.01, t=50.0, key=key,
             device=thermox.AnalogDevice(kappa0=0.01, dac_bits=8, adc_bits=8, coupling_bits=8), **common),
-        "tngd_adam": kfac_thermo.tngd_adam(1e-3, damping=1.0, t=0.4, device=noisy, key=key, **common),
-        "ngd_woodbury": kfac_thermo.ngd_woodbury(0.01, damping=0.01, **common),
-        "ngd_cg": kfac_thermo.ngd_cg(0.01, damping=0.01, iterations=200, **common),
+        "tngd_adam": lambda: kfac_thermo.tngd_adam(1e-3, damping=1.0, t=0.4, device=noisy, key=key, **common),
+        "ngd_woodbury": lambda: kfac_thermo.ngd_woodbury(0.01, damping=0.01, **common),
+        "ngd_cg": lambda: kfac_thermo.ngd_cg(0.01, damping=0.01, iterations=200, **common),
     }
+    unknown = set(names) - set(factories)
+    if unknown:
+        raise ValueError(f"unknown optimizers {sorted(unknown)}; choose from {list(factories)}")
+    return {name: factories[name]() for name in names}
+
+
+def problem(image: int = IMAGE, batch: int = BATCH, classes: int = CLASSES, **cnn):
+    """``(params, predict_fn, inputs, labels)``: the paper's CNN and one fixed random batch."""
+    params, predict_fn = split_model(SmallCNN(image, key=jr.key(0), classes=classes, **cnn))
+    inputs = jr.normal(jr.key(1), (batch, image, image))
+    labels = jr.randint(jr.key(2), (batch,), 0, classes)
+    return params, predict_fn, inputs, labels
+
+
+def bench(names=ALL, repeats: int = 10, *, image: int = IMAGE, batch: int = BATCH, verbose: bool = True,
+          **cnn) -> dict:
+    """Time one step of each optimizer in ``names`` (``"adam"`` first: it is the baseline) on one CNN and batch.
+
+    Returns ``{"setting", "results": {name: {step_s, step_min_s, stats, model_calls, modeled_time_s,
+    peak_bytes}}, "ratios", "ratios_min", "skipped"}``; ``image``, ``batch`` and ``cnn`` (SmallCNN's
+    ``channels``, ``hidden``) shrink the problem for smoke tests.
+    """
+    if "adam" not in names:
+        raise ValueError("the baseline 'adam' must be among the optimizers")
+    params, predict_fn, inputs, labels = problem(image, batch, **cnn)
+    timers = {
+        name: StepTimer(make_step(optimizer, predict_fn), params, optimizer.init(params), (inputs, labels))
+        for name, optimizer in optimizers(predict_fn, jr.key(3), names).items()
+    }
+    progress = (lambda name, timer: print(f"  compiled {name} ({timer.compile_s:.1f} s)", flush=True)) if verbose else None
+    stats = time_steps(timers, repeats, on_compiled=progress)
+    num_params = count_parameters(params)
+    results = {}
+    for name, timer in timers.items():
+        memory = stats[name]["memory"]
+        results[name] = {
+            "step_s": stats[name]["median_s"], "step_min_s": stats[name]["min_s"], "stats": stats[name],
+            "model_calls": model_calls(timer.state),
+            "modeled_time_s": modeled_time_s(timer.state, batch, num_params),
+            "peak_bytes": None if memory is None else memory["peak_bytes"],
+        }
+    adam = results["adam"]
+    return {
+        "setting": {"model": f"SmallCNN {image}x{image}, {cnn.get('channels', 8)} channels, "
+                             f"{cnn.get('hidden', 16)} hidden",
+                    "parameters": num_params, "batch": batch, "dz": CLASSES, "repeats": repeats,
+                    "timing": "interleaved; step_s median, step_min_s minimum over repeats",
+                    "memory": "XLA memory_analysis() of the compiled step (arguments + outputs + temporaries)",
+                    "backend": jax.default_backend(), "jax": jax.__version__},
+        "results": results,
+        "ratios": {f"{name}_step_over_adam": r["step_s"] / adam["step_s"]
+                   for name, r in results.items() if name != "adam"},
+        "ratios_min": {f"{name}_step_over_adam": r["step_min_s"] / adam["step_min_s"]
+                       for name, r in results.items() if name != "adam"},
+        "skipped": dict(SKIPPED),
+    }
+
+
+def table(report: dict) -> str:
+    """Markdown: per optimizer, ms median (min), x Adam of medians (of minima), model calls, modeled time, memory."""
+    results = report["results"]
+    adam = results["adam"]
+    rows = []
+    for name, r in results.items():
+        peak = "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.1f}"
+        rows.append([name, f"{1e3 * r['step_s']:.2f} ({1e3 * r['step_min_s']:.2f})",
+                     f"{r['step_s'] / adam['step_s']:.1f} ({r['step_min_s'] / adam['step_min_s']:.1f})",
+                     f"{r['model_calls']:.0f}", f"{r['modeled_time_s']:.3g}", peak])
+    return markdown_table(["optimizer", "step ms: median (min)", "x Adam: median (min)", "model calls",
+                           "modeled hardware s", "XLA peak MiB"], rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 10; quick 3)")
     parser.add_argument("--out", default="bench_tngd.json")
     args = parser.parse_args()
-    repeats = 3 if args.quick else 10
-    key = jr.key(0)
-    params, predict_fn = split_model(SmallCNN(IMAGE, key=key))
-    inputs = jr.normal(jr.key(1), (BATCH, IMAGE, IMAGE))
-    labels = jr.randint(jr.key(2), (BATCH,), 0, CLASSES)
-    results = {}
-    for name, optimizer in optimizers(predict_fn, jr.key(3)).items():
-        seconds, state = time_step(make_step(optimizer, predict_fn), params, optimizer.init(params), inputs, labels,
-                                   repeats)
-        results[name] = {"step_s": seconds, "model_calls": model_calls(state)}
-        print(f"{name:22s} {seconds * 1e3:10.2f} ms", flush=True)
-    adam = results["adam"]["step_s"]
-    report = {
-        "setting": {"model": "SmallCNN 28x28, 8 channels, 16 hidden", "parameters": count_parameters(params),
-                    "batch": BATCH, "dz": CLASSES, "repeats": repeats, "backend": jax.default_backend(),
-                    "jax": jax.__version__},
-        "results": results,
-        "ratios": {f"{name}_step_over_adam": r["step_s"] / adam for name, r in results.items() if name != "adam"},
-        "skipped": {"ngd_dense": "exact dense NGD forms an N x N = 86,794^2 matrix (30 GB): not run at this size"},
-    }
+    repeats = args.repeats or (3 if args.quick else 10)
+    report = bench(ALL, repeats)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
-    print("\n| optimizer | step (ms) | x Adam | model calls |\n|---|---|---|---|")
-    for name, r in results.items():
-        print(f"| {name} | {r['step_s'] * 1e3:.2f} | {r['step_s'] / adam:.1f} | {r['model_calls']:.0f} |")
+    print()
+    print(table(report))
 
 
 if __name__ == "__main__":

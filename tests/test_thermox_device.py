@@ -28,7 +28,7 @@ def box_qp(A, b, v):
     for assign in itertools.product((-1, 0, 1), repeat=n):
         assign = np.array(assign)
         free = assign == 0
-        x = assign * v.astype(float) if np.ndim(v) else assign * float(v)
+        x = assign * float(v)
         if free.any():
             rhs = b[free] - A[np.ix_(free, ~free)] @ x[~free]
             x[free] = np.linalg.solve(A[np.ix_(free, free)], rhs)

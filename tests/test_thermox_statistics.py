@@ -43,15 +43,16 @@ def problem(x64):
     return A, rng.normal(size=N), 2.0 * rng.normal(size=N)
 
 
-def readouts(A, b, x0, seed, **kwargs):
+@eqx.filter_jit
+def _run(keys, A, b, x0, options):
+    # Module-level and jitted once per ``options`` (static: method, window, dt), shared across tests.
+    return jax.vmap(lambda k: thermox.evolve(A, b, x0, key=k, t=T_RUN, kappa0=KAPPA0, **dict(options)))(keys)
+
+
+def readouts(A, b, x0, seed, **options):
     """M readouts of thermox.evolve with keys split from ``seed`` (one compiled, vmapped call)."""
     keys = jax.random.split(jax.random.key(seed), M)
-
-    @eqx.filter_jit
-    def run(keys, A, b, x0):
-        return jax.vmap(lambda k: thermox.evolve(A, b, x0, key=k, t=T_RUN, kappa0=KAPPA0, **kwargs))(keys)
-
-    out = run(keys, jnp.asarray(A), jnp.asarray(b), jnp.asarray(x0))
+    out = _run(keys, jnp.asarray(A), jnp.asarray(b), jnp.asarray(x0), tuple(sorted(options.items())))
     assert out.shape == (M, N)
     return np.asarray(out)
 
@@ -98,8 +99,10 @@ def test_diffrax_euler_final_state(problem):
     # 2) Against the continuous law: add the (exactly computed) discretisation bias to the margin.
     mean, cov = ou_mean(A, b, x0, T_RUN), ou_cov(A, KAPPA0, T_RUN)
     # The bias is O(dt): the stationary variance per eigenvalue w is kappa0 / (w (1 - w dt / 2)), i.e.
-    # relative w dt / 2 <= 1% here, well below the 5-sigma statistical margin (~16% of the variance).
-    assert np.max(np.abs(em_cov - cov)) <= 0.01 * np.max(np.abs(cov)) * 1.01
+    # relative w dt / 2 <= 1% here. It stays below one standard error of the covariance estimate, so the
+    # comparison with the continuous law keeps its statistical power (the margin is not inflated by it).
+    d = np.diag(cov)
+    assert np.all(np.abs(em_cov - cov) < np.sqrt((np.outer(d, d) + cov**2) / (M - 1)))
     assert_mean_matches(x, mean, cov, extra=np.abs(em_mean - mean))
     assert_cov_matches(x, cov, extra=np.abs(em_cov - cov))
 

@@ -49,12 +49,6 @@ def ou_window_mean(A, b, x0, t, T) -> np.ndarray:
     return xs + np.linalg.solve(A, scipy.linalg.expm(-A * a) - scipy.linalg.expm(-A * t)) @ (x0 - xs) / T
 
 
-def sample_mean_cov(samples: np.ndarray):
-    """Sample mean and unbiased sample covariance of draws stacked on axis 0 (M, n)."""
-    samples = np.asarray(samples, float)
-    return samples.mean(axis=0), np.cov(samples, rowvar=False, ddof=1)
-
-
 def assert_mean_matches(samples, mean, cov, z: float = 5.0, extra=0.0):
     """Each coordinate of the sample mean of M independent draws has std sqrt(cov_ii / M).
 

@@ -16,7 +16,7 @@ import lineax as lx
 from jaxtyping import Array, ArrayLike, Float
 
 from ._eigh import eigh
-from ._krylov import krylov_apply
+from ._krylov import krylov_apply, lanczos_fn
 from ._spectral import ScalarFn
 
 
@@ -157,19 +157,46 @@ class LowRankDrift(AbstractDrift):
         s, Q = eigh(self.gram)
         return eqx.tree_at(lambda d: d.gram_eigen, self, (s, Q), is_leaf=lambda x: x is None)
 
-    def apply_fn(self, fn, x, **_):
+    def divided_difference(self, fn: ScalarFn) -> ScalarFn:
+        """``g(s) = (f(shift + s) - f(shift)) / s``, so that ``f(A) = f(shift) I + W g(W^T W) W^T``.
+
+        Near ``s = 0`` (``|s| < eps^(1/3) shift``) the second-order Taylor expansion replaces the quotient, which
+        balances its truncation error against the quotient's cancellation (both ~eps^(2/3)).
+        """
+        shift = self.shift
+        f_shift = fn(shift)
+        d1 = jax.grad(fn)(shift)
+        d2 = jax.grad(jax.grad(fn))(shift)
+        threshold = float(jnp.finfo(self.gram.dtype).eps) ** (1.0 / 3.0) * shift
+
+        def g(s):
+            small = jnp.abs(s) < threshold
+            safe = jnp.where(small, 1.0, s)
+            return jnp.where(small, d1 + 0.5 * d2 * s, (fn(shift + safe) - f_shift) / safe)
+
+        return g
+
+    def _gram_fn_eigh(self, g: ScalarFn, c: Float[Array, " r"]) -> Float[Array, " r"]:
         s, Q = self.gram_eigen if self.gram_eigen is not None else eigh(self.gram)
-        s = jnp.maximum(s, 0.0)
-        kept = s > jnp.finfo(s.dtype).eps * jnp.maximum(jnp.max(s), jnp.finfo(s.dtype).tiny) * s.shape[0]
-        inv_sqrt = jnp.where(kept, 1.0 / jnp.sqrt(jnp.where(kept, s, 1.0)), 0.0)
+        return Q @ (g(jnp.maximum(s, 0.0)) * (Q.T @ c))
+
+    def apply_fn(self, fn, x, *, krylov_dim: int = 64, krylov_rtol: float = 1e-6, **_):
+        """``f(A) x = f(shift) x + W g(W^T W) W^T x``: the r x r function by the Gram's ``eigh`` when this drift is
+        :meth:`diagonalized` (method "exact"), else by Lanczos on the Gram (method "krylov": a few r x r matvecs,
+        exact to ``krylov_rtol``), falling back to the ``eigh`` when Lanczos has not converged in ``krylov_dim``
+        steps. Two products with ``W`` either way; nothing n x n.
+        """
+        g = self.divided_difference(fn)
         f_shift = fn(self.shift)
-        gain = jnp.where(kept, fn(self.shift + s) - f_shift, 0.0) * inv_sqrt * inv_sqrt
+        dim = min(krylov_dim, self.gram.shape[0])
 
-        def one(v):
-            coords = Q.T @ self.factor_transpose(v)
-            return f_shift * v + self.factor(Q @ (gain * coords))
+        def gram_fn(c):
+            if self.gram_eigen is not None:
+                return self._gram_fn_eigh(g, c)
+            coef, converged, _ = lanczos_fn(lambda q: self.gram @ q, g, c, dim=dim, rtol=krylov_rtol)
+            return jax.lax.cond(converged, lambda: coef, lambda: self._gram_fn_eigh(g, c))
 
-        return _columnwise(one, x)
+        return _columnwise(lambda v: f_shift * v + self.factor(gram_fn(self.factor_transpose(v))), x)
 
 
 class OperatorDrift(AbstractDrift):

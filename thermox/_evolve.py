@@ -42,13 +42,14 @@ def check_vector(x: Float[ArrayLike, "..."], n: int, name: str) -> Float[Array, 
 
 
 def resolve_method(drift: AbstractDrift, method: Method, saturation) -> str:
-    """``auto``: diffrax when saturation is on, else exact for dense / low-rank drifts, else Krylov."""
+    """``auto``: diffrax when saturation is on, else exact for a dense drift, Krylov for the rest (for a low-rank
+    drift that is Lanczos on its small Gram matrix, with the exact ``eigh`` as fallback)."""
     if method not in METHODS:
         raise ValueError(f"thermox: unknown method {method!r}; choose one of {METHODS}")
     if method == "auto":
         if saturation is not None:
             return "diffrax"
-        return "krylov" if isinstance(drift, OperatorDrift) else "exact"
+        return "krylov" if isinstance(drift, (OperatorDrift, LowRankDrift)) else "exact"
     if saturation is not None and method != "diffrax":
         raise ValueError(
             f"thermox: saturation (clipped node voltages) has no closed form; use method='diffrax', not {method!r}"

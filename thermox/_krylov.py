@@ -54,30 +54,35 @@ def _tridiagonal_fn_e1(alpha, beta, fn: ScalarFn):
     return S @ (fn(theta) * S[0]), theta
 
 
-def krylov_apply(
+def lanczos_fn(
     mv: Matvec, fn: ScalarFn, v: Float[Array, " n"], *, dim: int, rtol: float
-) -> Float[Array, " n"]:
-    """``f(A) v`` from a ``dim``-step Lanczos projection ``|v| Q^T f(T) e1``.
+) -> tuple[Float[Array, " n"], Array, Array]:
+    """``f(A) v`` from a ``dim``-step Lanczos projection ``|v| Q^T f(T) e1``, with two run-time flags.
 
-    The error is estimated by the change between the ``dim - 1`` and ``dim`` step approximations; if it
-    exceeds ``rtol * |f(A) v|`` the call fails at run time (``equinox.error_if``) asking for a larger
-    ``krylov_dim``, rather than returning an inaccurate law. A negative Ritz value means the drift is
-    not positive definite and also fails.
+    Returns ``(f(A) v, converged, indefinite)``: ``converged`` when the change between the ``dim - 1`` and
+    ``dim`` step approximations is at most ``rtol * |f(A) v|`` (or the Krylov space became invariant, or
+    ``v = 0``), ``indefinite`` when a Ritz value is negative (the operator is not positive definite).
     """
     basis, alpha, beta, norm_v = _lanczos(mv, v, dim)
     coef, theta = _tridiagonal_fn_e1(alpha, beta, fn)
     coef_prev, _ = _tridiagonal_fn_e1(alpha[:-1], beta[:-1], fn)
     change = jnp.linalg.norm(coef[:-1] - coef_prev) + jnp.abs(coef[-1])
     # A breakdown (beta == 0) means the Krylov space is invariant under A: the result is exact.
-    converged = (change <= rtol * jnp.linalg.norm(coef)) | jnp.any(beta == 0)
-    out = norm_v * (basis.T @ coef)
+    converged = (change <= rtol * jnp.linalg.norm(coef)) | jnp.any(beta == 0) | (norm_v == 0)
+    indefinite = jnp.any(theta < -rtol * jnp.max(jnp.abs(theta)))
+    return norm_v * (basis.T @ coef), converged, indefinite
+
+
+def krylov_apply(
+    mv: Matvec, fn: ScalarFn, v: Float[Array, " n"], *, dim: int, rtol: float
+) -> Float[Array, " n"]:
+    """:func:`lanczos_fn` that fails at run time (``equinox.error_if``) rather than return an inaccurate law:
+    when Lanczos did not converge (asking for a larger ``krylov_dim``) or the drift is not positive definite."""
+    out, converged, indefinite = lanczos_fn(mv, fn, v, dim=dim, rtol=rtol)
     out = eqx.error_if(
-        out,
-        jnp.any(theta < -rtol * jnp.max(jnp.abs(theta))),
-        "thermox: the drift operator has a negative Ritz value: it is not positive definite",
+        out, indefinite, "thermox: the drift operator has a negative Ritz value: it is not positive definite"
     )
     return eqx.error_if(
-        out,
-        ~converged & (norm_v > 0),
+        out, ~converged,
         "thermox: Lanczos did not reach krylov_rtol; increase krylov_dim (ill-conditioned drift or long t)",
     )

@@ -1,0 +1,947 @@
+"""The benchmark suite: the project against its peers and baselines, every number a ratio measured in one run.
+
+    python scripts/bench.py [--quick] [--out bench.json] [--report bench.md] [--only SECTION,...]
+
+Sections (``--only`` / ``--skip`` take these names):
+
+  ou           OU simulation (scripts/bench_ou.py): our exact path sampling vs the public PyPI ``thermox``
+               (its own virtual environment, a worker subprocess, interleaved calls) at d = 10, 100, 400 with
+               1,000 time points; our diffrax Euler-Maruyama vs our exact law; Krylov vs dense exact.
+  steps        optimizer step cost on the paper's MNIST CNN, batch 64 (scripts/bench_tngd.py): TNGD (t = 5, 50
+               tau, noisy, 8-bit, Monte-Carlo Fisher), TNGD-Adam, NGD-Woodbury, NGD-CG (c = 200) over
+               ``optax.adam``; model calls per step; XLA peak memory of the compiled step.
+  kfac         K-FAC and thermodynamic K-FAC (refresh every 10 steps) over Adam on an MLP 784-1024-1024-10,
+               batch 512 (optimizers and step from scripts/bench_kfac.py; steps timed in whole refresh periods).
+  scaling      the paper's runtime figure: time per iteration against parameter count N (an MLP 100-h-20
+               widened, batch 32, dz = 20) for TNGD, NGD (dense, small N only), NGD-CG (c = 200) and
+               NGD-Woodbury, as simulated wall time and as modeled hardware time from the transform's state.
+  memory       TNGD at N ~ 1e6 with b dz = 640 (MLP 784-1258-10, batch 64): XLA's memory analysis of the
+               compiled step, and the peak RSS of one step measured in a fresh subprocess.
+  kfac_jax     K-FAC against kfac-jax: taken from scripts/bench_kfac.py if it provides ``kfac_jax_ratio``.
+  convergence  steps and modeled hardware time to 90% and 95% test accuracy, each optimizer against Adam, 3
+               seeds, median (experiments.run through Hydra; finished run directories are reused). The full run
+               uses the MNIST split in ../shared/data/mnist; --quick uses scikit-learn's digits with capped steps.
+
+Timing: every comparison is interleaved (baseline and candidates called in turn) on a warmed-up, compiled step;
+each case keeps its median and its minimum over repeats. The headline ``ratios.*`` are ratios of *minima* (load
+on a shared machine only adds time, so the minimum is the least contaminated estimate of each side's cost);
+``ratios_median.*`` holds the ratios of medians. Ours over the baseline: lower is better.
+
+bench.json keys (schema "bench/1"; a value that could not be measured is null and ``reasons`` says why):
+  ratios.ou_exact_over_thermox                   our exact path sampling / public thermox.sample, d = 100
+  ratios.tngd_t50_step_over_adam                 TNGD (t = 50 tau, exact GGN) step / Adam step, MNIST CNN
+  ratios.tngd_t5_step_over_adam                  ... t = 5 tau
+  ratios.tngd_mc_fisher_step_over_adam           TNGD with the Monte-Carlo Fisher / Adam
+  ratios.tngd_quantized_8bit_step_over_adam      TNGD on an 8-bit device / Adam
+  ratios.tngd_adam_step_over_adam                TNGD-Adam / Adam
+  ratios.ngd_woodbury_step_over_adam             NGD-Woodbury / Adam
+  ratios.ngd_cg_step_over_adam                   NGD-CG (c = 200) / Adam
+  ratios.kfac_step_over_adam                     digital K-FAC (refresh 10) / Adam, MLP 784-1024-1024-10, b 512
+  ratios.thermo_kfac_step_over_adam              thermodynamic K-FAC (refresh 10) / Adam, same MLP and batch
+  ratios.kfac_step_over_kfac_jax                 our K-FAC / kfac-jax
+  ratios_median.*                                the same ratios of medians
+  convergence.<opt>_steps_to_<p>_over_adam       median steps to p% test accuracy / Adam's (p = 90, 95; opt =
+                                                 tngd, thermo_kfac, ...); the 95 keys only where Adam reaches 95%
+  convergence.<opt>_modeled_time_to_<p>_over_adam  the same for modeled hardware time
+  memory.tngd_n1e6_peak_gib                      XLA peak (arguments + outputs + temporaries) of one TNGD step at N
+                                                 ~ 1e6, b dz = 640, GiB
+  memory.tngd_n1e6_rss_peak_gib                  process peak RSS during that step (fresh subprocess), GiB
+  memory.tngd_n1e6_rss_growth_gib                peak RSS during the step minus the RSS before it, GiB
+  targets.<name>                                 {"target", "value", "met"} for each target of the issue
+  reasons.<key>                                  why a key is null
+  sections.<name>                                each section's full results (timings, sizes, settings)
+  meta                                           date, command, git SHA, machine, load, elapsed seconds, quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import math
+import os
+import pathlib
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import jax.random as jr  # noqa: E402
+import optax  # noqa: E402
+
+import _timing  # noqa: E402
+import bench_tngd  # noqa: E402
+from _timing import GIB, StepTimer, fmt, markdown_table, ms, time_steps  # noqa: E402
+
+SCHEMA = "bench/1"
+SECTIONS = ("ou", "steps", "kfac", "scaling", "memory", "kfac_jax", "convergence")
+MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
+
+# Scaling (TNGD paper Fig. 2): an MLP SCALING_INPUTS -> h -> SCALING_DZ, batch SCALING_BATCH.
+SCALING_INPUTS, SCALING_DZ, SCALING_BATCH = 100, 20, 32
+SCALING_SIZES = (1e4, 3e4, 1e5, 3e5, 1e6)
+SCALING_SIZES_QUICK = (1e4, 1e5)
+DENSE_MAX_N = 1e4  # dense NGD: an N x N matrix and an O(N^3) Cholesky per step
+# Memory: TNGD, N ~ 1e6 parameters, batch 64, 10 outputs (b dz = 640): MLP 784 -> 1258 -> 10.
+MEMORY_INPUTS, MEMORY_HIDDEN, MEMORY_DZ, MEMORY_BATCH = 784, 1258, 10, 64
+MEMORY_BUDGET_GIB = 24.0
+
+TARGETS = {  # name: (key, bound, "<=" or ">=" relation of the value to the bound)
+    "tngd_t50_step_le_10x_adam": ("ratios.tngd_t50_step_over_adam", 10.0),
+    "tngd_mc_fisher_step_le_3x_adam": ("ratios.tngd_mc_fisher_step_over_adam", 3.0),
+    "thermo_kfac_step_le_3x_adam": ("ratios.thermo_kfac_step_over_adam", 3.0),
+    "thermo_kfac_le_half_kfac_jax": ("ratios.kfac_step_over_kfac_jax", 0.5),
+    "ou_sampler_at_least_public_thermox": ("ratios.ou_exact_over_thermox", 1.0),
+    "tngd_steps_to_90_le_half_adam": ("convergence.tngd_steps_to_90_over_adam", 0.5),
+    "tngd_steps_to_95_le_half_adam": ("convergence.tngd_steps_to_95_over_adam", 0.5),
+    "thermo_kfac_steps_to_90_le_half_adam": ("convergence.thermo_kfac_steps_to_90_over_adam", 0.5),
+    "thermo_kfac_steps_to_95_le_half_adam": ("convergence.thermo_kfac_steps_to_95_over_adam", 0.5),
+    "tngd_n1e6_memory_fits_24_gib": ("memory.tngd_n1e6_peak_gib", MEMORY_BUDGET_GIB),
+}
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def cross_entropy_step(optimizer, predict_fn):
+    """The train step every section times: softmax cross-entropy, gradient, update, apply (bench_tngd's)."""
+    return bench_tngd.make_step(optimizer, predict_fn)
+
+
+# ==================================================================================================
+# 1. OU simulation
+# ==================================================================================================
+
+
+def section_ou(quick: bool, repeats: int | None = None, *, public: bool = True, cache_dir=None,
+               path_sizes=None, krylov_sizes=None, euler_d: int | None = None, law: bool = True) -> dict:
+    """scripts/bench_ou.py's benchmarks; the headline ratio at d = 100 (of minima and of medians)."""
+    import bench_ou
+
+    options = {} if cache_dir is None else {"cache_dir": pathlib.Path(cache_dir)}
+    if euler_d is not None:
+        options["euler_d"] = euler_d
+    raw = bench_ou.run_benchmarks(quick, repeats, public=public, path_sizes=path_sizes,
+                                  krylov_sizes=krylov_sizes, law=law, **options)
+    ratios = raw["ratios"]
+    return {
+        "ratio_min": ratios["ou_exact_over_thermox_min"],
+        "ratio_median": ratios["ou_exact_over_thermox"],
+        "reason": ratios["reason"],
+        "raw": raw,
+    }
+
+
+# ==================================================================================================
+# 2. Optimizer step cost on the paper's CNN (bench_tngd) and on the K-FAC MLP (bench_kfac)
+# ==================================================================================================
+
+
+def section_steps(quick: bool, repeats: int | None = None, names=None, **problem) -> dict:
+    """bench_tngd.bench on the paper's MNIST CNN, batch 64."""
+    names = names or (("adam", "tngd_t50", "tngd_mc_fisher", "tngd_adam", "ngd_woodbury") if quick
+                      else bench_tngd.ALL)
+    return bench_tngd.bench(names, repeats or (3 if quick else 10), **problem)
+
+
+KFAC_NAMES = {"adam": "adam", "kfac": "kfac", "thermo_kfac": "thermo_kfac ideal solve"}
+
+
+def section_kfac(quick: bool, rounds: int | None = None, *, hidden: int | None = None,
+                 batch: int | None = None) -> dict:
+    """Adam, K-FAC and thermodynamic K-FAC from scripts/bench_kfac.py, timed here in whole refresh periods.
+
+    Each timer call runs one period (bench_kfac.PERIOD steps: one curvature and inverse refresh, then cheap
+    steps) and reports seconds per step; warm-up is one period (compilation and the first refresh).
+    ``hidden``/``batch`` shrink the MLP for smoke tests. Raises if bench_kfac is absent or incomplete.
+    """
+    import equinox as eqx
+
+    import bench_kfac
+    from experiments.models import count_parameters, split_model
+
+    missing = [name for name in ("optimizers", "BATCH", "INPUTS", "HIDDEN", "CLASSES", "PERIOD")
+               if not hasattr(bench_kfac, name)]
+    if missing:
+        raise RuntimeError(f"scripts/bench_kfac.py lacks {missing}")
+    hidden = hidden or bench_kfac.HIDDEN
+    batch = batch or bench_kfac.BATCH
+    k_model, k_x, k_y = jr.split(jr.key(0), 3)
+    model = eqx.nn.MLP(bench_kfac.INPUTS, bench_kfac.CLASSES, hidden, depth=2, activation=jax.nn.relu, key=k_model)
+    params, predict_fn = split_model(model)
+    inputs = jr.normal(k_x, (batch, bench_kfac.INPUTS))
+    labels = jr.randint(k_y, (batch,), 0, bench_kfac.CLASSES)
+    available = bench_kfac.optimizers(predict_fn, inputs, True)
+    wanted = ("adam", "thermo_kfac") if quick else tuple(KFAC_NAMES)
+    absent = [KFAC_NAMES[n] for n in wanted if KFAC_NAMES[n] not in available]
+    if absent:
+        raise RuntimeError(f"scripts/bench_kfac.py's optimizers() has no {absent} (it has {sorted(available)})")
+    period = bench_kfac.PERIOD
+    timers = {name: StepTimer(cross_entropy_step(available[KFAC_NAMES[name]], predict_fn), params,
+                              available[KFAC_NAMES[name]].init(params), (inputs, labels), steps_per_call=period)
+              for name in wanted}
+    rounds = rounds or (1 if quick else 3)
+    stats = time_steps(timers, rounds, on_compiled=lambda n, t: log(
+        f"  kfac: compiled {n} ({t.compile_s:.1f} s; first period {t.first_call_s * period:.1f} s)"))
+    results = {}
+    for name, timer in timers.items():
+        state = _kfac_state(timer.state)
+        results[name] = {
+            "optimizer": KFAC_NAMES[name], "step_s": stats[name]["median_s"], "step_min_s": stats[name]["min_s"],
+            "stats": stats[name], "model_calls_last_step": None if state is None else float(state.model_calls),
+            "modeled_time_s_last_step": None if state is None else float(state.modeled_time_s),
+            "peak_bytes": (stats[name]["memory"] or {}).get("peak_bytes"),
+        }
+    adam = results["adam"]
+    return {
+        "setting": {"model": f"MLP {bench_kfac.INPUTS}-{hidden}-{hidden}-{bench_kfac.CLASSES}",
+                    "parameters": count_parameters(params), "batch": batch, "period": period,
+                    "rounds": rounds, "source": "optimizers from scripts/bench_kfac.py",
+                    "timing": "interleaved rounds of one refresh period each; seconds per step"},
+        "results": results,
+        "ratios": {f"{n}_step_over_adam": r["step_s"] / adam["step_s"] for n, r in results.items() if n != "adam"},
+        "ratios_min": {f"{n}_step_over_adam": r["step_min_s"] / adam["step_min_s"]
+                       for n, r in results.items() if n != "adam"},
+    }
+
+
+def _kfac_state(state):
+    import kfac_thermo
+
+    is_kfac = lambda s: isinstance(s, kfac_thermo.KFACState)
+    return next((s for s in jax.tree_util.tree_leaves(state, is_leaf=is_kfac) if is_kfac(s)), None)
+
+
+def section_kfac_jax(quick: bool) -> dict:
+    """K-FAC against kfac-jax, if scripts/bench_kfac.py provides it as ``kfac_jax_ratio(quick=...)``.
+
+    The contract: it returns ``{"kfac_step_over_kfac_jax": float | None, "reason": str | None, ...}``.
+    """
+    try:
+        import bench_kfac
+    except Exception as error:  # noqa: BLE001
+        return {"kfac_step_over_kfac_jax": None, "reason": f"scripts/bench_kfac.py did not import: {error!r}"}
+    provider = getattr(bench_kfac, "kfac_jax_ratio", None)
+    if provider is None:
+        return {"kfac_step_over_kfac_jax": None,
+                "reason": "scripts/bench_kfac.py does not measure kfac-jax (it has no kfac_jax_ratio(quick=...) "
+                          "function), so the comparison was not run"}
+    result = dict(provider(quick=quick))
+    result.setdefault("kfac_step_over_kfac_jax", None)
+    result.setdefault("reason", None)
+    return result
+
+
+# ==================================================================================================
+# 3. Scaling with the parameter count
+# ==================================================================================================
+
+
+def mlp_problem(inputs: int, hidden: int, outputs: int, batch: int, seed: int = 0):
+    """``(params, predict_fn, x, labels)``: a one-hidden-layer tanh MLP and a random batch."""
+    import equinox as eqx
+
+    from experiments.models import split_model
+
+    k_model, k_x, k_y = jr.split(jr.key(seed), 3)
+    model = eqx.nn.MLP(inputs, outputs, hidden, depth=1, activation=jnp.tanh, key=k_model)
+    params, predict_fn = split_model(model)
+    return params, predict_fn, jr.normal(k_x, (batch, inputs)), jr.randint(k_y, (batch,), 0, outputs)
+
+
+def hidden_for(n_params: float, inputs: int, outputs: int) -> int:
+    """Hidden width of an MLP inputs -> h -> outputs with about ``n_params`` parameters."""
+    return max(1, round((n_params - outputs) / (inputs + 1 + outputs)))
+
+
+def scaling_optimizers(predict_fn, n_params: int, *, cg_iterations: int = 200, dense_max_n: float = DENSE_MAX_N,
+                       include=("adam", "tngd", "ngd", "ngd_cg", "ngd_woodbury")) -> tuple[dict, dict]:
+    """The optimizers of the runtime figure at one size, and the skipped ones with their reason."""
+    import kfac_thermo
+    import thermox
+
+    common = dict(predict_fn=predict_fn, loss="softmax_cross_entropy", damping=0.01)
+    factories = {
+        "adam": lambda: optax.adam(1e-3),
+        "tngd": lambda: kfac_thermo.tngd(0.01, t=50.0, device=thermox.AnalogDevice(kappa0=0.01), key=jr.key(3),
+                                         **common),
+        "ngd": lambda: kfac_thermo.ngd(0.01, **common),
+        "ngd_cg": lambda: kfac_thermo.ngd_cg(0.01, iterations=cg_iterations, **common),
+        "ngd_woodbury": lambda: kfac_thermo.ngd_woodbury(0.01, **common),
+    }
+    chosen, skipped = {}, {}
+    for name in include:
+        if name == "ngd" and n_params > dense_max_n:
+            gib = 4.0 * n_params**2 / GIB
+            skipped[name] = (f"dense NGD forms the N x N matrix ({gib:.1f} GiB in float32 at N = {n_params:,}) and "
+                             f"factors it in O(N^3) = {n_params**3 / 3:.1e} flops per step: run only for N <= "
+                             f"{dense_max_n:,.0f}")
+            continue
+        chosen[name] = factories[name]()
+    return chosen, skipped
+
+
+def section_scaling(quick: bool, repeats: int | None = None, *, sizes=None, inputs: int = SCALING_INPUTS,
+                    outputs: int = SCALING_DZ, batch: int = SCALING_BATCH, cg_iterations: int = 200,
+                    dense_max_n: float | None = None) -> dict:
+    """Per-iteration wall time and modeled hardware time against N (TNGD paper Fig. 2)."""
+    from experiments.models import count_parameters
+
+    sizes = sizes or (SCALING_SIZES_QUICK if quick else SCALING_SIZES)
+    repeats = repeats or (2 if quick else 3)
+    dense_max_n = DENSE_MAX_N if dense_max_n is None else dense_max_n
+    rows = []
+    for target in sizes:
+        hidden = hidden_for(target, inputs, outputs)
+        params, predict_fn, x, y = mlp_problem(inputs, hidden, outputs, batch)
+        n_params = count_parameters(params)
+        chosen, skipped = scaling_optimizers(predict_fn, n_params, cg_iterations=cg_iterations,
+                                             dense_max_n=dense_max_n)
+        timers = {name: StepTimer(cross_entropy_step(opt, predict_fn), params, opt.init(params), (x, y))
+                  for name, opt in chosen.items()}
+        stats = time_steps(timers, repeats, on_compiled=lambda n, t, N=n_params: log(
+            f"  scaling N = {N:,}: compiled {n} ({t.compile_s:.1f} s, first step {t.first_call_s:.2f} s)"))
+        row = {"n_target": target, "n_params": n_params, "hidden": hidden, "skipped": skipped, "optimizers": {}}
+        for name, timer in timers.items():
+            row["optimizers"][name] = {
+                "wall_s": stats[name], "model_calls": bench_tngd.model_calls(timer.state),
+                "modeled_time_s": bench_tngd.modeled_time_s(timer.state, batch, n_params),
+                "peak_bytes": (stats[name]["memory"] or {}).get("peak_bytes"),
+            }
+        rows.append(row)
+        del timers, stats
+        gc.collect()
+    return {
+        "setting": {"model": f"MLP {inputs}-h-{outputs} (tanh), hidden width widened", "batch": batch, "dz": outputs,
+                    "cg_iterations": cg_iterations, "dense_max_n": dense_max_n, "repeats": repeats,
+                    "tngd": "t = 50 tau, kappa0 = 0.01, exact low-rank law, damping 0.01",
+                    "modeled": "NaturalGradientState.modeled_time_s (Adam: one model call, 2 b N flops at 1e13/s)"},
+        "rows": rows,
+    }
+
+
+# ==================================================================================================
+# Memory: TNGD at N ~ 1e6, b dz = 640
+# ==================================================================================================
+
+
+def memory_problem(hidden: int = MEMORY_HIDDEN, inputs: int = MEMORY_INPUTS, outputs: int = MEMORY_DZ,
+                   batch: int = MEMORY_BATCH):
+    """``(step, params, state, batch, n_params)`` of one TNGD step (t = 50, noisy device) on the memory MLP."""
+    import kfac_thermo
+    import thermox
+    from experiments.models import count_parameters
+
+    params, predict_fn, x, y = mlp_problem(inputs, hidden, outputs, batch)
+    optimizer = kfac_thermo.tngd(0.01, predict_fn=predict_fn, loss="softmax_cross_entropy", damping=0.01, t=50.0,
+                                 device=thermox.AnalogDevice(kappa0=0.01), key=jr.key(3))
+    return cross_entropy_step(optimizer, predict_fn), params, optimizer.init(params), (x, y), count_parameters(params)
+
+
+def memory_probe(hidden: int = MEMORY_HIDDEN, inputs: int = MEMORY_INPUTS, outputs: int = MEMORY_DZ,
+                 batch: int = MEMORY_BATCH) -> dict:
+    """In this process: compile one TNGD step, then run it once and measure the RSS high-water mark.
+
+    The kernel's peak-RSS counter is reset after compilation, so ``rss_peak_bytes`` is the process's peak
+    while the step ran (runtime, Python and all) and ``rss_growth_bytes`` what the step added to the RSS.
+    """
+    step, params, state, data, n_params = memory_problem(hidden, inputs, outputs, batch)
+    compiled = step.lower(params, state, *data).compile()
+    xla = _timing.memory_stats(compiled)
+    gc.collect()
+    reset = _timing.reset_peak_rss()
+    before = _timing.rss_bytes()
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(params, state, *data))
+    seconds = time.perf_counter() - start
+    peak = _timing.peak_rss_bytes()
+    return {"n_params": n_params, "xla": xla, "rss_before_bytes": before, "rss_peak_bytes": peak,
+            "rss_growth_bytes": None if peak is None or before is None else peak - before,
+            "peak_reset": reset, "step_s": seconds}
+
+
+def section_memory(quick: bool, *, hidden: int = MEMORY_HIDDEN, inputs: int = MEMORY_INPUTS,
+                   outputs: int = MEMORY_DZ, batch: int = MEMORY_BATCH, subprocess_rss: bool = True) -> dict:
+    """XLA's memory analysis in this process (compile only), then the RSS of one step in a fresh subprocess
+    (only if XLA's figure leaves room in the machine's available memory)."""
+    step, params, state, data, n_params = memory_problem(hidden, inputs, outputs, batch)
+    compiled = step.lower(params, state, *data).compile()
+    xla = _timing.memory_stats(compiled)
+    del compiled, step, params, state, data
+    gc.collect()
+    result = {"setting": {"model": f"MLP {inputs}-{hidden}-{outputs}", "n_params": n_params, "batch": batch,
+                          "dz": outputs, "b_dz": batch * outputs, "optimizer": "tngd t = 50, kappa0 = 0.01"},
+              "xla": xla, "rss": None, "rss_reason": None}
+    available = _available_bytes()
+    if not subprocess_rss:
+        result["rss_reason"] = "not requested"
+    elif xla is not None and available is not None and xla["peak_bytes"] > 0.7 * available:
+        result["rss_reason"] = (f"XLA needs {xla['peak_bytes'] / GIB:.1f} GiB, more than 70% of the "
+                                f"{available / GIB:.1f} GiB available: not run")
+    else:
+        command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--memory-probe",
+                   json.dumps({"hidden": hidden, "inputs": inputs, "outputs": outputs, "batch": batch})]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+        if done.returncode == 0:
+            result["rss"] = json.loads(done.stdout.strip().splitlines()[-1])
+        else:
+            result["rss_reason"] = f"memory probe exited {done.returncode}: {done.stderr.strip()[-300:]}"
+    return result
+
+
+def _available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return 1024 * int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+# ==================================================================================================
+# 5. Convergence
+# ==================================================================================================
+
+
+def convergence_runs(task: str) -> list[tuple[str, list[str]]]:
+    """(label, overrides): scripts/figures.py's MNIST figure (Adam, TNGD t = 50 on the paper's device, exact NGD)
+    plus thermodynamic K-FAC on the paper's device."""
+    import figures
+
+    runs = [(label, overrides) for label, overrides in figures.figure_runs("mnist", None)]
+    runs.append(("thermo-kfac", ["optimizer=thermo_kfac", "device=paper"]))
+    if task == "digits":  # exact NGD (Woodbury) adds nothing on digits but time
+        runs = [r for r in runs if r[0] != "ngd-exact"]
+    return runs
+
+
+LABEL_KEYS = {"adam": "adam", "tngd-t50": "tngd", "ngd-exact": "ngd_woodbury", "thermo-kfac": "thermo_kfac"}
+
+
+def _run_config(overrides: list[str], run_dir: pathlib.Path) -> str:
+    """Run one configuration through experiments.run (figures.run_once: finished runs are reused).
+
+    thermo_kfac needs ``example_inputs``, which experiments.optimizers.build_optimizer does not pass (a bug of
+    the runner at the time of writing): if the runner fails that way, the same run is made here with
+    experiments.trainer.train and an optimizer built with ``example_inputs``. Returns how the run was made.
+    """
+    import figures
+
+    try:
+        figures.run_once(overrides, run_dir)
+        return "experiments.run"
+    except TypeError as error:
+        if "example_inputs" not in str(error):
+            raise
+        _train_kfac_directly(overrides, run_dir)
+        return f"experiments.trainer.train (experiments.run failed: {error})"
+
+
+def _train_kfac_directly(overrides: list[str], run_dir: pathlib.Path) -> None:
+    import kfac_thermo
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from experiments import rundir
+    from experiments.optimizers import build_device
+    from experiments.tasks import build_task
+    from experiments.trainer import train
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        done = json.loads(summary.read_text())
+        if done["steps"] == done["planned_steps"]:
+            return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    rundir.write_json(str(run_dir / "versions.json"), rundir.versions())
+    task = build_task(cfg.task, cfg.seed)
+    opt = cfg.optimizer
+    example = task.train[0][: task.batch_size]
+    factory = getattr(kfac_thermo, opt.name)
+    extra = dict(t=opt.t, method=opt.method, device=build_device(cfg.device)) if opt.name == "thermo_kfac" else {}
+    optimizer = factory(opt.learning_rate, predict_fn=task.predict_fn, loss=task.loss, damping=opt.damping,
+                        example_inputs=jnp.asarray(example), key=jr.fold_in(jr.key(cfg.seed), 1),
+                        **extra, **dict(opt.options))
+    train(task, optimizer, cfg.run, str(run_dir), cfg.seed)
+
+
+def first_reaching(records: list[dict], threshold: float, metric: str = "test_accuracy") -> dict | None:
+    """The first evaluated record with ``metric >= threshold``: its step, modeled and wall time."""
+    for record in records:
+        if record.get(metric) is not None and record[metric] >= threshold:
+            return {"step": record["step"], "modeled_time_s": record["modeled_time_s"],
+                    "wall_time_s": record["wall_time_s"]}
+    return None
+
+
+def median_or_none(values: list[float | None]) -> float | None:
+    """Median with unreached (None) counted as +infinity; None if the median itself is unreached."""
+    if not values:
+        return None
+    value = statistics.median([math.inf if v is None else v for v in values])
+    return None if math.isinf(value) else value
+
+
+def section_convergence(quick: bool, *, data_dir: str | None = None, seeds: int = 3, runs_dir: str = "runs/bench",
+                        thresholds=(0.90, 0.95), max_steps: dict | None = None, eval_every: int | None = None,
+                        labels=None) -> dict:
+    """Steps and modeled time to each accuracy threshold, per optimizer, median over seeds, against Adam.
+
+    Full: the MNIST split in ``data_dir`` (the paper's protocol: batch 64, 10 epochs); quick: digits, Adam for
+    the task's 15 epochs and the second-order optimizers capped (``max_steps``), evaluated every 5 steps.
+    """
+    if quick or data_dir is None:
+        task, task_overrides = "digits", ["task=digits"]
+        eval_every = eval_every or 5
+        max_steps = {"adam": None, "tngd-t50": 60, "thermo-kfac": 60} if max_steps is None else max_steps
+    else:
+        if not pathlib.Path(data_dir, "t10k-images-idx3-ubyte.gz").exists() and not pathlib.Path(
+                data_dir, "t10k-images-idx3-ubyte").exists():
+            raise FileNotFoundError(f"MNIST not found in {data_dir}")
+        task, task_overrides = "mnist", ["task=mnist", f"task.data_dir={os.path.abspath(data_dir)}"]
+        eval_every = eval_every or 10
+        max_steps = max_steps or {}
+    runs = [r for r in convergence_runs(task) if labels is None or r[0] in labels]
+    base = task_overrides + ["run.progress=false", "run.plots=false", f"run.eval_every={eval_every}",
+                             "run.checkpoint_every=100000"]
+    per_label = {}
+    for label, overrides in runs:
+        cap = max_steps.get(label)
+        extra = [] if cap is None else [f"run.max_steps={cap}"]
+        per_seed, via = [], set()
+        for seed in range(seeds):
+            run_dir = pathlib.Path(runs_dir) / f"{'quick' if quick else 'full'}-{task}" / f"{label}-seed{seed}"
+            start = time.perf_counter()
+            try:
+                via.add(_run_config(base + overrides + extra + [f"seed={seed}"], run_dir))
+            except Exception as error:  # noqa: BLE001 - one optimizer failing must not sink the section
+                per_label[label] = {"error": f"{type(error).__name__}: {error}"}
+                log(f"  convergence {label} seed {seed} failed: {error}")
+                break
+            from experiments.rundir import read_metrics
+
+            records = read_metrics(str(run_dir))
+            evals = [r for r in records if "test_accuracy" in r]
+            per_seed.append({
+                "seed": seed, "run_dir": str(run_dir), "steps": records[-1]["step"] if records else 0,
+                "final_test_accuracy": evals[-1]["test_accuracy"] if evals else None,
+                "best_test_accuracy": max((r["test_accuracy"] for r in evals), default=None),
+                "reached": {f"{round(100 * p)}": first_reaching(evals, p) for p in thresholds},
+                "seconds": time.perf_counter() - start,
+            })
+            log(f"  convergence {label} seed {seed}: best {per_seed[-1]['best_test_accuracy']:.3f}, "
+                f"{per_seed[-1]['seconds']:.0f} s")
+        if label in per_label:
+            continue
+        summary = {"cap_steps": cap, "runner": sorted(via), "seeds": per_seed}
+        for p in thresholds:
+            key = f"{round(100 * p)}"
+            hits = [s["reached"][key] for s in per_seed]
+            summary[f"median_steps_to_{key}"] = median_or_none([None if h is None else h["step"] for h in hits])
+            summary[f"median_modeled_time_to_{key}"] = median_or_none(
+                [None if h is None else h["modeled_time_s"] for h in hits])
+            summary[f"seeds_reaching_{key}"] = sum(h is not None for h in hits)
+        per_label[label] = summary
+    return {
+        "setting": {"task": task, "seeds": seeds, "eval_every": eval_every, "max_steps": max_steps,
+                    "runs_dir": str(pathlib.Path(runs_dir) / f"{'quick' if quick else 'full'}-{task}"),
+                    "thresholds": list(thresholds),
+                    "note": ("--quick: scikit-learn digits (1,300 train / 497 test), second-order optimizers "
+                             "capped; not the MNIST protocol" if task == "digits" else
+                             "MNIST split, batch 64, 10 epochs (780 steps), the paper's protocol")},
+        "optimizers": per_label,
+    }
+
+
+def convergence_ratios(section: dict, thresholds=(90, 95)) -> tuple[dict, dict]:
+    """``convergence.<opt>_steps_to_<p>_over_adam`` (and modeled time) with the reason for each null."""
+    ratios, reasons = {}, {}
+    per = section["optimizers"]
+    adam = per.get("adam", {})
+    for label, summary in per.items():
+        if label == "adam":
+            continue
+        key = LABEL_KEYS.get(label, label.replace("-", "_"))
+        for p in thresholds:
+            for what, name in (("steps", f"{key}_steps_to_{p}_over_adam"),
+                               ("modeled_time", f"{key}_modeled_time_to_{p}_over_adam")):
+                ours, base = summary.get(f"median_{what}_to_{p}"), adam.get(f"median_{what}_to_{p}")
+                if "error" in summary:
+                    reasons[name] = f"{label} failed: {summary['error']}"
+                elif "error" in adam:
+                    reasons[name] = f"adam failed: {adam['error']}"
+                elif base is None:
+                    reasons[name] = (f"Adam's median seed does not reach {p}% within "
+                                     f"{_steps_text(adam)} on {section['setting']['task']}")
+                elif ours is None:
+                    reasons[name] = (f"{label}'s median seed does not reach {p}% within {_steps_text(summary)} "
+                                     f"(Adam: {adam[f'median_steps_to_{p}']:.0f} steps)")
+                ratios[name] = None if name in reasons else ours / base
+    return ratios, reasons
+
+
+def _steps_text(summary: dict) -> str:
+    steps = max((s["steps"] for s in summary.get("seeds", [])), default=0)
+    return f"{steps} steps" + (" (capped)" if summary.get("cap_steps") else "")
+
+
+# ==================================================================================================
+# Assembly: keys, targets, report
+# ==================================================================================================
+
+
+def assemble(sections: dict, errors: dict, meta: dict) -> dict:
+    ratios, ratios_median, reasons = {}, {}, {}
+    memory, convergence = {}, {}
+
+    ou = sections.get("ou")
+    if ou:
+        ratios["ou_exact_over_thermox"] = ou["ratio_min"]
+        ratios_median["ou_exact_over_thermox"] = ou["ratio_median"]
+        if ou["ratio_min"] is None:
+            reasons["ratios.ou_exact_over_thermox"] = ou["reason"]
+    steps = sections.get("steps")
+    for name in bench_tngd.ALL[1:]:
+        key = f"{name}_step_over_adam"
+        if steps and key in steps["ratios"]:
+            ratios[key], ratios_median[key] = steps["ratios_min"][key], steps["ratios"][key]
+        else:
+            ratios[key] = ratios_median[key] = None
+            reasons[f"ratios.{key}"] = _why(errors, "steps", f"{name} not in this run's step section (--quick "
+                                                             "times a subset)")
+    kfac = sections.get("kfac")
+    for name in ("kfac", "thermo_kfac"):
+        key = f"{name}_step_over_adam"
+        if kfac and key in kfac["ratios"]:
+            ratios[key], ratios_median[key] = kfac["ratios_min"][key], kfac["ratios"][key]
+        else:
+            ratios[key] = ratios_median[key] = None
+            reasons[f"ratios.{key}"] = _why(errors, "kfac", f"{name} not timed in this run (--quick times Adam and "
+                                                            "thermodynamic K-FAC only)")
+    kj = sections.get("kfac_jax")
+    ratios["kfac_step_over_kfac_jax"] = ratios_median["kfac_step_over_kfac_jax"] = (
+        kj.get("kfac_step_over_kfac_jax") if kj else None)
+    if ratios["kfac_step_over_kfac_jax"] is None:
+        reasons["ratios.kfac_step_over_kfac_jax"] = kj["reason"] if kj else _why(errors, "kfac_jax", "")
+
+    mem = sections.get("memory")
+    if mem and mem["xla"]:
+        memory["tngd_n1e6_peak_gib"] = mem["xla"]["peak_bytes"] / GIB
+        rss = mem.get("rss") or {}
+        memory["tngd_n1e6_rss_peak_gib"] = None if rss.get("rss_peak_bytes") is None else rss["rss_peak_bytes"] / GIB
+        memory["tngd_n1e6_rss_growth_gib"] = (None if rss.get("rss_growth_bytes") is None
+                                              else rss["rss_growth_bytes"] / GIB)
+        if not rss:
+            reasons["memory.tngd_n1e6_rss_peak_gib"] = mem["rss_reason"]
+    else:
+        memory = {"tngd_n1e6_peak_gib": None, "tngd_n1e6_rss_peak_gib": None, "tngd_n1e6_rss_growth_gib": None}
+        reasons["memory.tngd_n1e6_peak_gib"] = _why(errors, "memory", "no XLA memory analysis on this backend")
+
+    conv = sections.get("convergence")
+    if conv:
+        convergence, conv_reasons = convergence_ratios(conv)
+        reasons.update({f"convergence.{k}": v for k, v in conv_reasons.items()})
+    for key in ("tngd_steps_to_90_over_adam", "thermo_kfac_steps_to_90_over_adam", "tngd_steps_to_95_over_adam",
+                "thermo_kfac_steps_to_95_over_adam"):
+        if key not in convergence:
+            convergence[key] = None
+            reasons.setdefault(f"convergence.{key}", _why(errors, "convergence", "section not run"))
+
+    out = {"schema": SCHEMA, "meta": meta, "ratios": ratios, "ratios_median": ratios_median,
+           "convergence": convergence, "memory": memory, "reasons": reasons, "errors": errors}
+    out["targets"] = targets(out)
+    out["sections"] = sections
+    return out
+
+
+def _why(errors: dict, section: str, default: str) -> str:
+    if section in errors:
+        return f"section {section!r} failed: {errors[section]['error']}"
+    if errors.get("_skipped", {}).get(section):
+        return f"section {section!r} not run ({errors['_skipped'][section]})"
+    return default
+
+
+def lookup(bench: dict, dotted: str):
+    group, key = dotted.split(".", 1)
+    return bench.get(group, {}).get(key)
+
+
+def targets(bench: dict) -> dict:
+    out = {}
+    for name, (key, bound) in TARGETS.items():
+        value = lookup(bench, key)
+        if key == "ratios.ou_exact_over_thermox":  # ours >= thermox in speed: time ratio <= 1
+            text = f"{key} <= {bound:g} (ours at least as fast)"
+        else:
+            text = f"{key} <= {bound:g}"
+        met = None if value is None else bool(value <= bound)
+        entry = {"target": text, "value": value, "met": met}
+        if key.startswith("ratios."):
+            median = bench["ratios_median"].get(key.split(".", 1)[1])
+            entry["value_of_medians"] = median
+            entry["met_by_medians"] = None if median is None else bool(median <= bound)
+        if key == "memory.tngd_n1e6_peak_gib":
+            rss = bench["memory"].get("tngd_n1e6_rss_peak_gib")
+            entry["rss_peak_gib"] = rss
+            if value is not None and rss is not None:
+                entry["met"] = bool(max(value, rss) <= bound)
+        if value is None:
+            entry["reason"] = bench["reasons"].get(key)
+        out[name] = entry
+    return out
+
+
+def _yes_no(met) -> str:
+    return "n/a" if met is None else ("**met**" if met else "not met")
+
+
+def report(bench: dict) -> str:
+    meta, sections = bench["meta"], bench["sections"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Date: {meta['date']}  ",
+        f"Command: `{meta['command']}`  ",
+        f"Git: {meta['git_sha']}; jax {meta['machine']['jax_version']} ({meta['machine']['jax_backend']}), "
+        f"{meta['machine']['cpu_count']} CPUs, 1-min load average {fmt(meta['load_avg_start'], '.1f')} at start, "
+        f"{fmt(meta['load_avg_end'], '.1f')} at end; {meta['elapsed_s']:.0f} s"
+        + (" (--quick)" if meta["quick"] else ""),
+        "",
+        "Ratios are ours over the baseline, measured interleaved in this run: lower is better. Headline values are "
+        "ratios of minima over repeats (load on a shared machine only adds time); medians in parentheses.",
+        "",
+        "## Targets",
+        "",
+    ]
+    rows = []
+    for name, t in bench["targets"].items():
+        value = fmt(t["value"], ".3g")
+        if "value_of_medians" in t:
+            value += f" ({fmt(t['value_of_medians'], '.3g')})"
+        if name == "tngd_n1e6_memory_fits_24_gib" and t.get("rss_peak_gib") is not None:
+            value += f" GiB XLA; {t['rss_peak_gib']:.2f} GiB peak RSS"
+        rows.append([name, f"`{t['target']}`", value, _yes_no(t["met"]), t.get("reason") or ""])
+    lines += [markdown_table(["target", "condition", "value", "met", "why n/a"], rows), ""]
+
+    lines += ["## Headline keys (bench.json)", ""]
+    rows = [[f"ratios.{k}", fmt(v, ".3g"), fmt(bench["ratios_median"].get(k), ".3g"),
+             bench["reasons"].get(f"ratios.{k}", "")] for k, v in bench["ratios"].items()]
+    rows += [[f"convergence.{k}", fmt(v, ".3g"), "", bench["reasons"].get(f"convergence.{k}", "")]
+             for k, v in sorted(bench["convergence"].items())]
+    rows += [[f"memory.{k}", fmt(v, ".3g"), "", bench["reasons"].get(f"memory.{k}", "")]
+             for k, v in bench["memory"].items()]
+    lines += [markdown_table(["key", "value (min)", "median", "reason if null"], rows), ""]
+
+    failed = {name: error for name, error in bench["errors"].items() if name != "_skipped"}
+    if failed:
+        lines += ["## Errors", ""] + [f"- {name}: {error['error']}" for name, error in failed.items()] + [""]
+    not_run = bench["errors"].get("_skipped", {})
+    if not_run:
+        lines += ["Sections not run: " + "; ".join(f"{name} ({why})" for name, why in not_run.items()), ""]
+
+    ou = sections.get("ou")
+    if ou:
+        import bench_ou
+
+        lines += ["## 1. OU simulation (scripts/bench_ou.py)", "", bench_ou.report(ou["raw"]), ""]
+    steps = sections.get("steps")
+    if steps:
+        s = steps["setting"]
+        lines += [f"## 2. Optimizer step cost: {s['model']} ({s['parameters']:,} parameters), batch {s['batch']}, "
+                  f"{s['repeats']} interleaved repeats", "", bench_tngd.table(steps), "",
+                  f"Not run: {'; '.join(f'{k}: {v}' for k, v in steps['skipped'].items())}. Memory: XLA "
+                  "memory_analysis() of the compiled step (arguments + outputs + temporaries).", ""]
+    kfac = sections.get("kfac")
+    if kfac:
+        s = kfac["setting"]
+        adam = kfac["results"]["adam"]
+        rows = [[r["optimizer"], f"{1e3 * r['step_s']:.1f} ({1e3 * r['step_min_s']:.1f})",
+                 f"{r['step_s'] / adam['step_s']:.1f} ({r['step_min_s'] / adam['step_min_s']:.1f})",
+                 fmt(r["model_calls_last_step"], ".0f"), fmt(r["modeled_time_s_last_step"], ".3g"),
+                 fmt(None if r["peak_bytes"] is None else r["peak_bytes"] / 2**20, ".0f")]
+                for r in kfac["results"].values()]
+        lines += [f"### K-FAC: {s['model']} ({s['parameters']:,} parameters), batch {s['batch']}, refresh every "
+                  f"{s['period']} steps, {s['rounds']} interleaved rounds of one period", "",
+                  markdown_table(["optimizer", "ms/step: median (min)", "x Adam: median (min)",
+                                  "model calls (last step)", "modeled s (last step)", "XLA peak MiB"], rows), ""]
+    scaling = sections.get("scaling")
+    if scaling:
+        lines += [scaling_report(scaling), ""]
+    mem = sections.get("memory")
+    if mem:
+        s, xla, rss = mem["setting"], mem["xla"] or {}, mem.get("rss") or {}
+        lines += [f"## Memory: TNGD, {s['model']} ({s['n_params']:,} parameters), batch {s['batch']}, "
+                  f"b dz = {s['b_dz']}", "",
+                  markdown_table(["measure", "GiB"], [
+                      ["XLA peak of the compiled step (args + outputs + temporaries)",
+                       fmt(xla.get("peak_bytes", 0) / GIB, ".3f")],
+                      ["XLA temporaries", fmt(xla.get("temp", 0) / GIB, ".3f")],
+                      ["process peak RSS during one step (fresh subprocess)",
+                       fmt(None if rss.get("rss_peak_bytes") is None else rss["rss_peak_bytes"] / GIB, ".3f")],
+                      ["RSS growth during the step",
+                       fmt(None if rss.get("rss_growth_bytes") is None else rss["rss_growth_bytes"] / GIB, ".3f")],
+                  ]), "" if not mem.get("rss_reason") else f"\nRSS not measured: {mem['rss_reason']}", ""]
+    kj = sections.get("kfac_jax")
+    if kj:
+        lines += ["## 4. K-FAC against kfac-jax", "",
+                  f"ratio: {fmt(kj.get('kfac_step_over_kfac_jax'), '.3g')}" + (f" ({kj['reason']})" if kj.get("reason") else ""),
+                  ""]
+    conv = sections.get("convergence")
+    if conv:
+        lines += [convergence_report(conv), ""]
+    return "\n".join(lines)
+
+
+def scaling_report(scaling: dict) -> str:
+    s = scaling["setting"]
+    names = ["adam", "tngd", "ngd", "ngd_cg", "ngd_woodbury"]
+    header = ["N"] + [f"{n} wall ms" for n in names] + [f"{n} modeled s" for n in names[1:]]
+    rows = []
+    skipped = {}
+    for row in scaling["rows"]:
+        cells = [f"{row['n_params']:,}"]
+        for n in names:
+            o = row["optimizers"].get(n)
+            cells.append(ms(o["wall_s"], 1) if o else "skipped")
+        for n in names[1:]:
+            o = row["optimizers"].get(n)
+            cells.append(f"{o['modeled_time_s']:.3g}" if o else "skipped")
+        rows.append(cells)
+        skipped.update({f"{n} at N = {row['n_params']:,}": why for n, why in row["skipped"].items()})
+    notes = "; ".join(sorted(set(skipped.values())))
+    return "\n".join([
+        f"## 3. Scaling: {s['model']}, batch {s['batch']}, dz = {s['dz']}, CG c = {s['cg_iterations']}; "
+        f"wall = median (min) of {s['repeats']} interleaved steps; modeled = {s['modeled']}", "",
+        markdown_table(header, rows), "", f"Skipped: {notes}" if notes else ""])
+
+
+def convergence_report(conv: dict) -> str:
+    s = conv["setting"]
+    rows = []
+    for label, summary in conv["optimizers"].items():
+        if "error" in summary:
+            rows.append([label, "failed", "", "", "", "", summary["error"][:120]])
+            continue
+        best = [x["best_test_accuracy"] for x in summary["seeds"]]
+        rows.append([
+            label, len(summary["seeds"]), f"{statistics.median(best):.3f}",
+            *(f"{fmt(summary[f'median_steps_to_{p}'], '.0f')} ({summary[f'seeds_reaching_{p}']}/{len(summary['seeds'])})"
+              for p in ("90", "95")),
+            *(fmt(summary[f"median_modeled_time_to_{p}"], ".3g") for p in ("90", "95")),
+            ", ".join(summary["runner"]) + (f"; capped at {summary['cap_steps']} steps" if summary["cap_steps"] else ""),
+        ])
+    return "\n".join([
+        f"## 5. Convergence: {s['task']}, {s['seeds']} seeds (median), evaluated every {s['eval_every']} steps",
+        "", s["note"] + f"; run directories in {s['runs_dir']}.", "",
+        markdown_table(["optimizer", "seeds", "best acc. (median)", "steps to 90% (seeds)", "steps to 95% (seeds)",
+                        "modeled s to 90%", "modeled s to 95%", "how"], rows),
+    ])
+
+
+# ==================================================================================================
+# Main
+# ==================================================================================================
+
+
+def git_sha() -> str | None:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
+                               check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def run_sections(args) -> tuple[dict, dict]:
+    wanted = [s for s in (args.only.split(",") if args.only else SECTIONS) if s not in set(args.skip.split(","))]
+    unknown = set(wanted) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    data_dir = args.data_dir or (str(MNIST_DIR) if MNIST_DIR.exists() else None)
+    jobs = {
+        "ou": lambda: section_ou(args.quick, cache_dir=args.cache_dir),
+        "steps": lambda: section_steps(args.quick),
+        "kfac": lambda: section_kfac(args.quick),
+        "scaling": lambda: section_scaling(args.quick),
+        "memory": lambda: section_memory(args.quick),
+        "kfac_jax": lambda: section_kfac_jax(args.quick),
+        "convergence": lambda: section_convergence(args.quick, data_dir=data_dir, seeds=args.seeds,
+                                                   runs_dir=args.runs_dir),
+    }
+    sections, errors = {}, {"_skipped": {s: "not selected (--only/--skip)" for s in SECTIONS if s not in wanted}}
+    if not args.quick and data_dir is None and "convergence" in wanted:
+        errors["_skipped"]["convergence"] = f"MNIST not found at {MNIST_DIR} and no --data-dir"
+        wanted.remove("convergence")
+    for name in wanted:
+        log(f"[{name}] ...")
+        start = time.perf_counter()
+        try:
+            sections[name] = jobs[name]()
+            sections[name]["elapsed_s"] = time.perf_counter() - start
+        except Exception as error:  # noqa: BLE001 - a failing section is reported, the others still run
+            errors[name] = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
+            log(f"[{name}] failed: {error}")
+        log(f"[{name}] done in {time.perf_counter() - start:.0f} s")
+    if not errors["_skipped"]:
+        del errors["_skipped"]
+    return sections, errors
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="under 5 minutes on 2 cores: fewer sizes, repeats and optimizers; digits convergence")
+    parser.add_argument("--out", default="bench.json", help="JSON results (default bench.json)")
+    parser.add_argument("--report", default="bench.md", help="markdown report (default bench.md); "
+                        "BENCHMARKS.md at the repo root holds the latest full report")
+    parser.add_argument("--only", default="", help=f"comma-separated sections to run, of {','.join(SECTIONS)}")
+    parser.add_argument("--skip", default="", help="comma-separated sections to leave out")
+    parser.add_argument("--data-dir", default=None, help=f"MNIST IDX directory (default {MNIST_DIR} if present)")
+    parser.add_argument("--seeds", type=int, default=3, help="convergence seeds (default 3)")
+    parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench"),
+                        help="convergence run directories (finished runs are reused)")
+    parser.add_argument("--cache-dir", default=None, help="where the public thermox's virtual environment is kept")
+    parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_probe is not None:
+        print(json.dumps(memory_probe(**json.loads(args.memory_probe))))
+        return 0
+
+    started = time.perf_counter()
+    command = "python " + " ".join(shlex.quote(a) for a in ["scripts/bench.py", *(sys.argv[1:] if argv is None else argv)])
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": command, "git_sha": git_sha(), "quick": args.quick, "machine": _timing.machine(),
+            "load_avg_start": _timing.load_average()}
+    sections, errors = run_sections(args)
+    meta["load_avg_end"] = _timing.load_average()
+    meta["elapsed_s"] = time.perf_counter() - started
+    bench = assemble(sections, errors, meta)
+    pathlib.Path(args.out).write_text(json.dumps(bench, indent=2, default=str) + "\n")
+    text = report(bench)
+    pathlib.Path(args.report).write_text(text + "\n")
+    print(text)
+    print(f"\nwrote {args.out} and {args.report} in {meta['elapsed_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
