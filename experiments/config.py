@@ -142,16 +142,27 @@ class NgdCgOptimizer(NaturalGradientOptimizer):
 
 @dataclass
 class KfacOptimizer:
+    """K-FAC (kfac_thermo.kfac): factor moving averages refreshed every ``curvature_period`` steps, inverses
+    every ``inverse_period``; ``damping_mode``: factored | exact."""
+
     name: str = "kfac"
     learning_rate: float = 0.01
     damping: float = 0.01
-    options: dict[str, Any] = field(default_factory=dict)
+    curvature: str = "auto"
+    damping_mode: str = "factored"
+    ema_decay: float = 0.95
+    curvature_period: int = 1
+    inverse_period: int = 1
+    momentum: Optional[float] = None
 
 
 @dataclass
 class ThermoKfacOptimizer(KfacOptimizer):
+    """Thermodynamic K-FAC: per-layer device solves (method solve) or inverses (method invert) after ``t`` tau
+    of the drift normalised to unit largest coupling."""
+
     name: str = "thermo_kfac"
-    t: float = 50.0
+    t: float = 1000.0
     method: str = "solve"
 
 

@@ -21,9 +21,9 @@ def build_device(cfg) -> thermox.AnalogDevice:
 
 
 def build_optimizer(cfg, device_cfg, *, predict_fn: Callable, loss: Any, seed: int,
-                    task_curvature: str = "ggn") -> optax.GradientTransformation:
+                    task_curvature: str = "ggn", example_inputs: Any = None) -> optax.GradientTransformation:
     """The optimizer named by ``cfg.name`` with its hyperparameters; noise keys derive from ``seed``;
-    ``curvature: auto`` takes ``task_curvature``."""
+    ``curvature: auto`` takes ``task_curvature``; K-FAC traces the model on ``example_inputs`` (a batch)."""
     key = jr.fold_in(jr.key(seed), 1)
     name = cfg.name
     curvature = task_curvature if getattr(cfg, "curvature", "auto") == "auto" else cfg.curvature
@@ -51,8 +51,10 @@ def build_optimizer(cfg, device_cfg, *, predict_fn: Callable, loss: Any, seed: i
         factory = getattr(kfac_thermo, name, None)
         if factory is None:
             raise ValueError(f"optimizer {name!r} is not available in this version of kfac_thermo")
-        options = dict(cfg.options)
+        options = dict(curvature=curvature, damping_mode=cfg.damping_mode, ema_decay=cfg.ema_decay,
+                       curvature_period=cfg.curvature_period, inverse_period=cfg.inverse_period,
+                       momentum=cfg.momentum)
         if name == "thermo_kfac":
-            options.update(t=cfg.t, method=cfg.method, device=device, key=key)
-        return factory(cfg.learning_rate, **common, **options)
+            options.update(t=cfg.t, method=cfg.method, device=device)
+        return factory(cfg.learning_rate, example_inputs=example_inputs, key=key, **common, **options)
     raise ValueError(f"unknown optimizer {name!r}")

@@ -12,6 +12,7 @@ import logging
 import os
 
 import hydra
+import jax
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,7 +31,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     rundir.write_json(os.path.join(run_dir, "versions.json"), rundir.versions())
     task = build_task(cfg.task, cfg.seed)
     optimizer = build_optimizer(cfg.optimizer, cfg.device, predict_fn=task.predict_fn, loss=task.loss, seed=cfg.seed,
-                                task_curvature=task.curvature)
+                                task_curvature=task.curvature,
+                                example_inputs=jax.tree_util.tree_map(lambda leaf: leaf[:2], task.train[0]))
     summary = train(task, optimizer, cfg.run, run_dir, cfg.seed)
     if cfg.run.plots:
         rundir.plot_run(run_dir, task.metric)

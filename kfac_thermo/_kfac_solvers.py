@@ -61,8 +61,11 @@ def _spd_inverse(M: Float[Array, "n n"]) -> Float[Array, "n n"]:
 
 
 class AbstractKroneckerSolver(eqx.Module):
-    """``init(n_out, n_in, dtype) -> state``; ``refresh(A, S, damping, state, key) -> (state, work)``;
-    ``apply(state, G, key) -> (direction, work)``."""
+    """``init(n_out, n_in, dtype) -> state``; ``refresh(A, S, damping, key) -> (state, work)``;
+    ``apply(state, G, key) -> (direction, work)``; ``for_layer(index)``: the solver of layer ``index``."""
+
+    def for_layer(self, index: int) -> "AbstractKroneckerSolver":
+        return self
 
     @abc.abstractmethod
     def init(self, n_out: int, n_in: int, dtype) -> PyTree:
@@ -128,9 +131,10 @@ class ThermoKronecker(AbstractKroneckerSolver):
       ``interval`` tau apart after a burn-in ``t`` (:func:`thermox.linalg.inv`, needs ``kappa0 > 0``); each step
       is then the digital ``S_d^-1 G A_d^-1``. The read-out inverse is symmetrised.
 
-    Inputs pass the DAC and readouts the ADC (``G`` as one auto-ranged matrix). Modeled cost: every transfer over
-    the link (couplings at a refresh, right-hand sides, readouts), the two solves of a layer run one after the
-    other for ``t`` each.
+    Inputs pass the DAC and readouts the ADC (``G`` as one auto-ranged matrix). Each layer has its own solver
+    chip (:meth:`for_layer`: the device's mismatch key folded with the layer index). Modeled cost: every transfer
+    over the link (couplings at a refresh, right-hand sides, readouts), the two solves of a layer run one after
+    the other for ``t`` each (times the device's ``tau``).
     """
 
     device: thermox.AnalogDevice = thermox.AnalogDevice()
@@ -145,6 +149,12 @@ class ThermoKronecker(AbstractKroneckerSolver):
             raise ValueError(f"unknown thermo_kfac method {self.method!r}; choose one of {THERMO_METHODS}")
         if self.num_samples is not None and self.method != "invert":
             raise ValueError("num_samples (covariance inversion) applies to method='invert' only")
+
+    def for_layer(self, index: int) -> "ThermoKronecker":
+        """Each layer has its own chip: a mismatched device's key is folded with the layer index."""
+        if self.device.key is None:
+            return self
+        return eqx.tree_at(lambda s: s.device.key, self, jax.random.fold_in(self.device.key, index))
 
     @property
     def _programmed(self) -> thermox.AnalogDevice:
@@ -161,7 +171,7 @@ class ThermoKronecker(AbstractKroneckerSolver):
     def _work(self, n: int, columns: int, couplings: int) -> BlockWork:
         """One solve of an n-cell drift with ``columns`` right-hand sides relaxing together for ``t``."""
         cost = thermox.cost.solve_cost(n, self.t, num_couplings=couplings, num_rhs=columns,
-                                       reprogram=couplings > 0, model=self.cost_model)
+                                       reprogram=couplings > 0, model=self.cost_model, tau_s=self.device.tau)
         return block_work(0.0, cost.program_s + cost.input_s + cost.output_s, cost.analog_s / columns)
 
     def refresh(self, A, S, damping, key):
@@ -193,7 +203,7 @@ class ThermoKronecker(AbstractKroneckerSolver):
         model = self.cost_model
         transfer = thermox.cost.transfer_time(n * n + n * self.num_samples, bits=model.conversion_bits,
                                               bandwidth_bps=model.link_bandwidth_bps)
-        return block_work(0.0, transfer, (self.t + self.num_samples * self.interval) * model.tau_s)
+        return block_work(0.0, transfer, (self.t + self.num_samples * self.interval) * self.device.tau)
 
     def apply(self, state, G, key):
         n_out, n_in = G.shape

@@ -16,7 +16,7 @@ per-example rows ``J_i^T R_ik``; the diagonal curvature is ``(1/b) sum_{i,k} row
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable
 
 import equinox as eqx
 import jax

@@ -25,16 +25,12 @@ import jax.random as jr
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-import thermox
-
 from ._curvature import CURVATURES, CurvatureKind
 from ._kfac_layers import Fallback, KFACModel
-from ._kfac_solvers import AbstractKroneckerSolver, BlockWork, DigitalKronecker, ThermoKronecker, block_work
+from ._kfac_solvers import AbstractKroneckerSolver, BlockWork, ThermoKronecker, block_work
 from ._kfac_stats import LayerStatistics, batch_statistics, factors
 from ._losses import Loss, LossSpec
 from ._transform import NonFinitePolicy, check_batch, check_damping, needs_key, unpack_batch
-
-ScalarOrSchedule = float | Float[Array, ""] | optax.Schedule
 
 
 class KFACState(NamedTuple):
@@ -123,7 +119,7 @@ def scale_by_kfac(
     :func:`loss_grads_and_statistics` (same params and batch) replace the optimizer's own statistics pass.
 
     Args:
-        solver: the block solver: :class:`DigitalKronecker` or :class:`ThermoKronecker`.
+        solver: the block solver: ``DigitalKronecker`` or ``ThermoKronecker`` (``_kfac_solvers.py``).
         predict_fn: ``predict_fn(params, inputs) -> outputs`` of shape (batch, dz).
         loss: "softmax_cross_entropy", "mse" or a per-example callable ``(outputs, targets) -> scalar``.
         damping: ``lambda > 0`` (may be injected); it takes effect at the next inverse refresh.
@@ -161,14 +157,14 @@ def scale_by_kfac(
         model = KFACModel(predict_fn, params, example_inputs, fallback)
         leaves = jax.tree_util.tree_leaves(params)
         blocks, inverses = [], []
-        for layer in model.layers:
+        for index, layer in enumerate(model.layers):
             n_out, n_in = model.dims(layer)
             dtype = jnp.result_type(leaves[layer.weight])
             blocks.append((jnp.zeros((n_in, n_in), dtype), jnp.zeros((n_out, n_out), dtype)))
-            inverses.append(solver.init(n_out, n_in, dtype))
+            inverses.append(solver.for_layer(index).init(n_out, n_in, dtype))
         return KFACState(
             count=jnp.zeros([], jnp.int32),
-            key=jr.key(0) if key is None else key,
+            key=jr.key(0) if key is None else jnp.copy(key),  # a copy: a donated state must not delete the caller's key
             factors=tuple(blocks),
             diagonals=tuple(jnp.zeros_like(leaves[i]) for i in model.rest) if fallback == "diagonal" else (),
             curvature_updates=jnp.zeros([], jnp.int32),
@@ -189,12 +185,15 @@ def scale_by_kfac(
         if shapes != [model.dims(layer)[::-1] for layer in model.layers]:
             raise ValueError(f"{name}: the batch's layers {[model.dims(l)[::-1] for l in model.layers]} differ from "
                              f"those found at init {shapes}: inputs must have example_inputs' per-example shape")
+        num_rows = len(model.rest) if fallback == "diagonal" else 0
         if statistics is not None and (not isinstance(statistics, LayerStatistics) or statistics.curvature != curvature
-                                       or len(statistics.inputs) != len(model.layers)):
+                                       or len(statistics.inputs) != len(model.layers)
+                                       or len(statistics.rows) != num_rows):
             raise ValueError(f"{name}: statistics must come from loss_grads_and_statistics with curvature="
                              f"{curvature!r} and fallback={fallback!r} for this model")
         damping_value = check_damping(damping)
         decay = _check_decay(ema_decay)
+        solvers = [solver.for_layer(i) for i in range(len(model.layers))]
         key_stats, key_refresh, key_apply, next_key = jr.split(state.key, 4)
         g_leaves, treedef = jax.tree_util.tree_flatten(updates)
         g_finite = _all_finite(g_leaves)
@@ -226,7 +225,7 @@ def scale_by_kfac(
         # 2. Inverses, from the accepted factors; a non-finite refresh keeps the previous ones.
         def refresh_inverses(blocks):
             keys = jr.split(key_refresh, len(blocks))
-            results = [solver.refresh(A, S, damping_value, k) for (A, S), k in zip(blocks, keys)]
+            results = [s.refresh(A, S, damping_value, k) for s, (A, S), k in zip(solvers, blocks, keys)]
             new = tuple(r[0] for r in results)
             ok = accepted & _all_finite(new)
             return (jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), new, state.inverses),
@@ -240,7 +239,7 @@ def scale_by_kfac(
         # 3. Directions.
         G = model.matrices(g_leaves)
         keys = jr.split(key_apply, len(G))
-        applied = [solver.apply(inv, g, k) for inv, g, k in zip(inverses, G, keys)]
+        applied = [s.apply(inv, g, k) for s, inv, g, k in zip(solvers, inverses, G, keys)]
         direction = model.unmatrices([a[0] for a in applied], g_leaves)
         for i, d in zip(model.rest, diagonals if fallback == "diagonal" else [None] * len(model.rest)):
             curvature_i = 1.0 if d is None else d

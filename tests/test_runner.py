@@ -30,7 +30,9 @@ def test_default_config_is_tngd_on_digits_with_an_ideal_device():
     assert cfg.device.kappa0 == 0.0 and cfg.device.dac_bits is None
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd", "tngd", "tngd_adam", "ngd", "ngd_cg", "ngd_woodbury"])
+@pytest.mark.parametrize(
+    "optimizer", ["adam", "sgd", "tngd", "tngd_adam", "ngd", "ngd_cg", "ngd_woodbury", "kfac", "thermo_kfac"]
+)
 def test_every_optimizer_runs_two_steps_on_digits(tmp_path, optimizer):
     extra = ["task.channels=2", "task.hidden=4"] if optimizer == "ngd" else []  # dense NGD is O(N^3)
     cfg = make_config(f"optimizer={optimizer}", "run.max_steps=2", "run.eval_every=2", *QUIET, *extra)

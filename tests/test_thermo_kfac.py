@@ -214,3 +214,85 @@ def test_weight_decay_by_chain(x64):
     plain = kt.kfac(0.1, **common)
     expected, _ = ref.update(plain, decayed, plain.init(params), params, (x, y))
     np.testing.assert_allclose(ref.flat(ours), ref.flat(expected), rtol=1e-12)
+
+
+def test_thermal_noise_is_unbiased(x64):
+    """kappa0 > 0: each solve's readout is Gaussian around the relaxed solution and both solves are linear, so
+    over N independent keys the mean update is the digital one within its standard error; 5 standard errors per
+    coordinate (39 coordinates) fail by chance with probability below 39 * 6e-7."""
+    params, x, y = ref.problem(LOSS)
+    damping = 1e-2
+    t, _ = relaxed_t_and_tolerance(params, x, y, damping)
+    common = dict(predict_fn=ref.mlp_predict, loss=LOSS, damping=damping, example_inputs=x)
+    digital = ref.flat(first_update(kt.kfac(1.0, **common), params, x, y)[0])
+    g = ref.grad(LOSS, ref.mlp_predict, params, x, y)
+    device = thermox.AnalogDevice(kappa0=1e-4)
+
+    @jax.jit
+    @jax.vmap
+    def noisy(key):
+        tx = kt.thermo_kfac(1.0, t=t, device=device, key=key, **common)
+        return ravel_pytree(tx.update(g, tx.init(params), params, batch=(x, y))[0])[0]
+
+    n = 400
+    samples = np.asarray(noisy(jr.split(jr.key(0), n)))
+    mean, stderr = samples.mean(0), samples.std(0, ddof=1) / np.sqrt(n)
+    assert np.all(stderr > 0)
+    assert np.all(np.abs(mean - digital) <= 5 * stderr), np.max(np.abs(mean - digital) / stderr)
+
+
+def test_each_layer_has_its_own_chip(x64):
+    """A mismatched device: layers get different chips (keys), the update is fixed by the device key."""
+    key = jr.key(3)
+    solver = kt.ThermoKronecker(device=thermox.AnalogDevice(mismatch=1e-3, coupling_bits=12, key=key))
+    keys = [jr.key_data(solver.for_layer(i).device.key) for i in range(2)]
+    assert not np.array_equal(keys[0], keys[1])
+    params, x, y = ref.problem(LOSS)
+    common = dict(predict_fn=ref.mlp_predict, loss=LOSS, damping=1e-2, example_inputs=x, t=1e4)
+    updates = [ref.flat(first_update(kt.thermo_kfac(1.0, device=thermox.AnalogDevice(
+        mismatch=1e-3, coupling_bits=12, key=k), **common), params, x, y)[0]) for k in (key, key, jr.key(4))]
+    np.testing.assert_array_equal(updates[0], updates[1])
+    assert not np.array_equal(updates[0], updates[2]) and np.all(np.isfinite(updates[2]))
+
+
+def test_kfac_is_block_diagonal_ngd_for_one_example(x64):
+    """With one example every layer's GGN block is exactly Kronecker: ``sum_k (a a^T) (x) (s_k s_k^T) = A (x) S``
+    (one input row ``a`` shared by all output directions). So K-FAC with exact damping solves each layer's block of
+    the GGN (weights and bias together), written out from ``jax.jacrev`` in ``kfac_reference.ggn``: the update is
+    block-diagonal NGD, to the rounding bound of each block's solve. This checks the factors' scale and roles
+    (inputs vs outputs) on a multi-layer model, beyond the single linear layer."""
+    params, x, y = ref.problem(LOSS, batch=1, sizes=(5, 4, 4, 3))
+    damping = 1e-2
+    G = ref.ggn(LOSS, ref.mlp_predict, params, x, y)
+    g = ref.flat(ref.grad(LOSS, ref.mlp_predict, params, x, y))
+    sizes = [leaf.size for layer in params for leaf in (layer["b"], layer["w"])]  # ravel order: b, w per layer
+    edges = np.cumsum([0] + sizes)
+    expected, tol = np.zeros_like(g), 0.0
+    for start, stop in zip(edges[:-1:2], edges[2::2]):  # each layer's (b, w) block
+        block = ref.damped(G[start:stop, start:stop], damping)
+        expected[start:stop] = np.linalg.solve(block, g[start:stop])
+        tol = max(tol, ref.solve_rtol(block))
+    tx = kt.kfac(1.0, predict_fn=ref.mlp_predict, loss=LOSS, damping=damping, example_inputs=x, damping_mode="exact")
+    ours, _ = first_update(tx, params, x, y)
+    assert tol < 1e-6
+    err = ref.rel_err(-ref.flat(ours), expected)
+    assert err <= tol, (err, tol)
+
+
+def test_inverse_from_stationary_covariance(x64):
+    """method="invert" with num_samples: the factor inverses are sample covariances / kappa0 of samples taken
+    ``interval`` = 5 relaxation times apart (nearly independent), so their error, and the update's, falls as
+    ``1/sqrt(num_samples)``: 16x the samples must cut it by about 4 (asserted: at least 2)."""
+    params, x, y = ref.problem(LOSS)
+    damping = 1e-1
+    t, _ = relaxed_t_and_tolerance(params, x, y, damping)
+    slowest = t / 40.0
+    common = dict(predict_fn=ref.mlp_predict, loss=LOSS, damping=damping, example_inputs=x)
+    digital = ref.flat(first_update(kt.kfac(1.0, **common), params, x, y)[0])
+    device = thermox.AnalogDevice(kappa0=1e-2)
+    errors = []
+    for n in (250, 4000):
+        tx = kt.thermo_kfac(1.0, method="invert", num_samples=n, interval=5 * slowest, t=t, device=device,
+                            key=jr.key(5), **common)
+        errors.append(ref.rel_err(ref.flat(first_update(tx, params, x, y)[0]), digital))
+    assert errors[1] < errors[0] / 2, errors

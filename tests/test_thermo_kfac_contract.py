@@ -7,7 +7,6 @@ of a jit recompilation (``1e-12`` relative covers the few hundred operations of 
 
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 import optax
 import pytest

@@ -13,6 +13,7 @@ from ._drift import DenseDrift as DenseDrift
 from ._drift import EigenDrift as EigenDrift
 from ._drift import LowRankDrift as LowRankDrift
 from ._drift import OperatorDrift as OperatorDrift
+from ._eigh import eigh as eigh
 from ._evolve import evolve as evolve
 from ._path import sample_path as sample_path
 from ._quantize import quantize as quantize
@@ -27,6 +28,7 @@ __all__ = [
     "OULaw",
     "OperatorDrift",
     "cost",
+    "eigh",
     "evolve",
     "linalg",
     "quantize",

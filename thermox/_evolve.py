@@ -112,6 +112,7 @@ def evolve(
     drift = as_drift(A, n)
     n = drift.size
     b = check_vector(b, n, "b")
+    start_at_zero = x0 is None
     x0 = jnp.zeros_like(b) if x0 is None else check_vector(x0, n, "x0")
     if x0.shape != b.shape:
         raise ValueError(f"thermox: x0 has shape {x0.shape} but b has shape {b.shape}")
@@ -147,7 +148,7 @@ def evolve(
         drift = drift.diagonalized()
     rtol = krylov_rtol if krylov_rtol is not None else max(1e-10, 1e3 * float(jnp.finfo(dtype).eps))
     apply = lambda fn, v: drift.apply_fn(fn, v, krylov_dim=krylov_dim, krylov_rtol=rtol)
-    residual = b - drift.mv(x0)
+    residual = b if start_at_zero else b - drift.mv(x0)
     mean = x0 + apply(law.mean_gain, residual)
     if not isinstance(kappa0, jax.core.Tracer) and kappa0 == 0:
         return mean
