@@ -1,6 +1,6 @@
 """One command per figure of the papers: runs the configurations (resuming finished ones), then plots and tables.
 
-    python scripts/figures.py mnist   --data-dir ../shared/data/mnist --seeds 5   # TNGD vs Adam vs exact NGD
+    python scripts/figures.py mnist   --data-dir ../shared/data/mnist --seeds 5   # TNGD (ideal, kappa0=0.01) vs Adam vs exact NGD
     python scripts/figures.py runtime --data-dir ../shared/data/mnist             # t in {5, 10, 20, 50} tau
     python scripts/figures.py delay   --data-dir ../shared/data/mnist             # t_d in {0, 0.2, 1} tau at t = 5
     python scripts/figures.py noise   --data-dir ../shared/data/mnist             # kappa0 in {0.1, 0.01, 0.001}
@@ -37,6 +37,7 @@ def figure_runs(name: str, args) -> list[tuple[str, list[str]]]:
     """(label, overrides) of every curve of figure ``name``."""
     if name == "mnist":
         return [("adam", ["optimizer=adam"]),
+                ("tngd-t50-ideal", [*TNGD, "optimizer.t=50", "device=ideal"]),
                 ("tngd-t50", [*TNGD, "optimizer.t=50", "device=paper"]),
                 ("ngd-exact", ["optimizer=ngd_woodbury", "optimizer.learning_rate=0.01", "optimizer.damping=0.01"])]
     if name == "runtime":
