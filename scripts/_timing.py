@@ -85,11 +85,15 @@ class StepTimer:
     :meth:`compile` lowers and compiles it once (the compiled executable is what gets timed, and its XLA memory
     analysis is kept); each call of the timer runs ``steps_per_call`` steps from the carried parameters and
     state and returns the mean seconds per step, so the optimizer's state advances as in training (step
-    counters, device voltages, refresh periods).
+    counters, device voltages, refresh periods). With ``min_call_s``, :meth:`warm` raises ``steps_per_call``
+    (in multiples of the given one, e.g. whole refresh periods) until a call lasts about that long, so a fast
+    step (Adam) is averaged over as much wall time as a slow one and both see the same background load.
     """
 
-    def __init__(self, step: Callable, params: Any, state: Any, batch: tuple, steps_per_call: int = 1):
+    def __init__(self, step: Callable, params: Any, state: Any, batch: tuple, steps_per_call: int = 1,
+                 min_call_s: float = 0.0, max_steps_per_call: int = 200):
         self.step, self.batch, self.steps_per_call = step, tuple(batch), steps_per_call
+        self.min_call_s, self.max_steps_per_call = min_call_s, max_steps_per_call
         self.params, self.state = params, state
         self.compiled: Callable | None = None
         self.compile_s: float | None = None
@@ -105,10 +109,15 @@ class StepTimer:
         return self
 
     def warm(self) -> "StepTimer":
-        """Compile (if needed) and run one call (``steps_per_call`` steps) untimed."""
+        """Compile (if needed), run one call untimed, and calibrate ``steps_per_call`` to ``min_call_s``."""
         if self.compiled is None:
             self.compile()
         self.first_call_s = self(0)
+        if self.min_call_s > 0:
+            per_step = self.first_call_s if self.first_call_s > 0.05 * self.min_call_s else self(0)
+            base = self.steps_per_call
+            multiple = max(1, int(self.min_call_s / max(per_step * base, 1e-9) + 0.999))
+            self.steps_per_call = min(base * multiple, max(base, self.max_steps_per_call // base * base))
         return self
 
     def __call__(self, seed: int = 0) -> float:
@@ -136,7 +145,8 @@ def time_steps(timers: dict[str, StepTimer], repeats: int, pause_s: float = 0.0,
             on_compiled(name, timer)
     times = interleaved(dict(timers), repeats, pause_s)
     return {
-        name: {**summary(times[name], timer.first_call_s), "compile_s": timer.compile_s, "memory": timer.memory}
+        name: {**summary(times[name], timer.first_call_s), "compile_s": timer.compile_s, "memory": timer.memory,
+               "steps_per_call": timer.steps_per_call}
         for name, timer in timers.items()
     }
 

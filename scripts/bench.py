@@ -19,8 +19,15 @@ Sections (``--only`` / ``--skip`` take these names):
                compiled step, and the peak RSS of one step measured in a fresh subprocess.
   kfac_jax     K-FAC against kfac-jax: taken from scripts/bench_kfac.py if it provides ``kfac_jax_ratio``.
   convergence  steps and modeled hardware time to 90% and 95% test accuracy, each optimizer against Adam, 3
-               seeds, median (experiments.run through Hydra; finished run directories are reused). The full run
-               uses the MNIST split in ../shared/data/mnist; --quick uses scikit-learn's digits with capped steps.
+               seeds, median (experiments.run through Hydra, scripts/figures.py's configurations; finished run
+               directories under --runs-dir are reused). Full run: the MNIST split in ../shared/data/mnist (Adam,
+               TNGD t = 50 on the paper's device, exact NGD; thermodynamic K-FAC is infeasible there, see
+               THERMO_KFAC_MNIST_REASON) plus digits (Adam, TNGD, thermodynamic K-FAC) as a secondary task.
+               --quick: digits only, evaluated every 5 steps, TNGD capped at 60 steps and thermodynamic K-FAC at 150.
+
+--quick (under 5 minutes on 2 cores): OU at d = 10, 100 with 5 repeats; the CNN step for Adam, TNGD t = 50, TNGD
+with the Monte-Carlo Fisher, TNGD-Adam and NGD-Woodbury; K-FAC: Adam and thermodynamic K-FAC only, 2 rounds;
+scaling at N ~ 3e3, 1e4, 1e5 (dense NGD up to 5e3); memory as in the full run; convergence on digits.
 
 Timing: every comparison is interleaved (baseline and candidates called in turn) on a warmed-up, compiled step;
 each case keeps its median and its minimum over repeats. The headline ``ratios.*`` are ratios of *minima* (load
@@ -40,17 +47,26 @@ bench.json keys (schema "bench/1"; a value that could not be measured is null an
   ratios.thermo_kfac_step_over_adam              thermodynamic K-FAC (refresh 10) / Adam, same MLP and batch
   ratios.kfac_step_over_kfac_jax                 our K-FAC / kfac-jax
   ratios_median.*                                the same ratios of medians
-  convergence.<opt>_steps_to_<p>_over_adam       median steps to p% test accuracy / Adam's (p = 90, 95; opt =
-                                                 tngd, thermo_kfac, ...); the 95 keys only where Adam reaches 95%
+  convergence.<opt>_steps_to_<p>_over_adam       median steps to p% test accuracy / Adam's on the primary task
+                                                 (meta.convergence_task: mnist, or digits with --quick); p = 90,
+                                                 95; opt = tngd (paper device), tngd_t50_ideal, thermo_kfac,
+                                                 ngd_woodbury; null with the reason
+                                                 where Adam (or the optimizer) does not reach p%
   convergence.<opt>_modeled_time_to_<p>_over_adam  the same for modeled hardware time
+  convergence.digits_<...>                       the same on digits, the full run's secondary task
   memory.tngd_n1e6_peak_gib                      XLA peak (arguments + outputs + temporaries) of one TNGD step at N
                                                  ~ 1e6, b dz = 640, GiB
   memory.tngd_n1e6_rss_peak_gib                  process peak RSS during that step (fresh subprocess), GiB
   memory.tngd_n1e6_rss_growth_gib                peak RSS during the step minus the RSS before it, GiB
-  targets.<name>                                 {"target", "value", "met"} for each target of the issue
-  reasons.<key>                                  why a key is null
+  targets.<name>                                 {"target", "value", "met", ...} for each target of the issue
+                                                 (met by the minima; "met_by_medians" alongside)
+  reasons["<group>.<key>"]                       why that key is null
+  unreached                                      convergence keys that are null because the optimizer never
+                                                 reached the threshold (uncapped) where Adam did: target not met
+  errors.<section>                               a section that raised: its error and traceback
   sections.<name>                                each section's full results (timings, sizes, settings)
-  meta                                           date, command, git SHA, machine, load, elapsed seconds, quick
+  meta                                           date, command, git SHA, machine, load averages, elapsed seconds,
+                                                 quick, convergence_task, OPENBLAS_NUM_THREADS
 """
 
 from __future__ import annotations
@@ -61,6 +77,11 @@ import gc
 import json
 import math
 import os
+
+# XLA's LAPACK calls on CPU (eigh, Cholesky) run on OpenBLAS's own threads, which fight XLA's thread pool for the
+# cores: on a 2-core machine that made a 1025 x 1025 eigh take 0.3-3.7 s instead of 70 ms (scripts/bench_kfac.py).
+# Set before numpy/scipy/jax load OpenBLAS; subprocesses (the public thermox worker, the memory probe) inherit it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import pathlib
 import shlex
 import statistics
@@ -89,13 +110,14 @@ MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 # Scaling (TNGD paper Fig. 2): an MLP SCALING_INPUTS -> h -> SCALING_DZ, batch SCALING_BATCH.
 SCALING_INPUTS, SCALING_DZ, SCALING_BATCH = 100, 20, 32
 SCALING_SIZES = (1e4, 3e4, 1e5, 3e5, 1e6)
-SCALING_SIZES_QUICK = (1e4, 1e5)
-DENSE_MAX_N = 1e4  # dense NGD: an N x N matrix and an O(N^3) Cholesky per step
+SCALING_SIZES_QUICK = (3e3, 1e4, 1e5)
+DENSE_MAX_N = 1e4  # dense NGD: an N x N matrix and an O(N^3) Cholesky per step (10-25 s at N = 1e4 here)
+DENSE_MAX_N_QUICK = 5e3
 # Memory: TNGD, N ~ 1e6 parameters, batch 64, 10 outputs (b dz = 640): MLP 784 -> 1258 -> 10.
 MEMORY_INPUTS, MEMORY_HIDDEN, MEMORY_DZ, MEMORY_BATCH = 784, 1258, 10, 64
 MEMORY_BUDGET_GIB = 24.0
 
-TARGETS = {  # name: (key, bound, "<=" or ">=" relation of the value to the bound)
+TARGETS = {  # name: (key, bound): the target is met when the value is <= the bound
     "tngd_t50_step_le_10x_adam": ("ratios.tngd_t50_step_over_adam", 10.0),
     "tngd_mc_fisher_step_le_3x_adam": ("ratios.tngd_mc_fisher_step_over_adam", 3.0),
     "thermo_kfac_step_le_3x_adam": ("ratios.thermo_kfac_step_over_adam", 3.0),
@@ -151,10 +173,21 @@ def section_steps(quick: bool, repeats: int | None = None, names=None, **problem
     """bench_tngd.bench on the paper's MNIST CNN, batch 64."""
     names = names or (("adam", "tngd_t50", "tngd_mc_fisher", "tngd_adam", "ngd_woodbury") if quick
                       else bench_tngd.ALL)
-    return bench_tngd.bench(names, repeats or (3 if quick else 10), **problem)
+    return bench_tngd.bench(names, repeats or (5 if quick else 10), **problem)
 
 
-KFAC_NAMES = {"adam": "adam", "kfac": "kfac", "thermo_kfac": "thermo_kfac ideal solve"}
+KFAC_WANTED = {  # our name: the words of bench_kfac.optimizers()'s name for it (any order)
+    "adam": ("adam",),
+    "kfac": ("kfac",),
+    "thermo_kfac": ("thermo_kfac", "solve", "ideal"),  # the paper's method 2 on an ideal device, GGN factors
+}
+
+
+def kfac_name(available, ours: str) -> str | None:
+    """The name bench_kfac.optimizers() gives our ``ours`` (exact words, e.g. "thermo_kfac solve ideal")."""
+    words = set(KFAC_WANTED[ours])
+    matches = [name for name in available if set(name.split()) == words]
+    return matches[0] if matches else None
 
 
 def section_kfac(quick: bool, rounds: int | None = None, *, hidden: int | None = None,
@@ -182,22 +215,23 @@ def section_kfac(quick: bool, rounds: int | None = None, *, hidden: int | None =
     inputs = jr.normal(k_x, (batch, bench_kfac.INPUTS))
     labels = jr.randint(k_y, (batch,), 0, bench_kfac.CLASSES)
     available = bench_kfac.optimizers(predict_fn, inputs, True)
-    wanted = ("adam", "thermo_kfac") if quick else tuple(KFAC_NAMES)
-    absent = [KFAC_NAMES[n] for n in wanted if KFAC_NAMES[n] not in available]
+    wanted = ("adam", "thermo_kfac") if quick else tuple(KFAC_WANTED)
+    names = {ours: kfac_name(available, ours) for ours in wanted}
+    absent = [" ".join(KFAC_WANTED[ours]) for ours, name in names.items() if name is None]
     if absent:
-        raise RuntimeError(f"scripts/bench_kfac.py's optimizers() has no {absent} (it has {sorted(available)})")
+        raise RuntimeError(f"scripts/bench_kfac.py's optimizers() has none named {absent} (it has {sorted(available)})")
     period = bench_kfac.PERIOD
-    timers = {name: StepTimer(cross_entropy_step(available[KFAC_NAMES[name]], predict_fn), params,
-                              available[KFAC_NAMES[name]].init(params), (inputs, labels), steps_per_call=period)
-              for name in wanted}
-    rounds = rounds or (1 if quick else 3)
+    timers = {ours: StepTimer(cross_entropy_step(available[name], predict_fn), params, available[name].init(params),
+                              (inputs, labels), steps_per_call=period, min_call_s=1.0)
+              for ours, name in names.items()}
+    rounds = rounds or (2 if quick else 5)
     stats = time_steps(timers, rounds, on_compiled=lambda n, t: log(
         f"  kfac: compiled {n} ({t.compile_s:.1f} s; first period {t.first_call_s * period:.1f} s)"))
     results = {}
     for name, timer in timers.items():
         state = _kfac_state(timer.state)
         results[name] = {
-            "optimizer": KFAC_NAMES[name], "step_s": stats[name]["median_s"], "step_min_s": stats[name]["min_s"],
+            "optimizer": names[name], "step_s": stats[name]["median_s"], "step_min_s": stats[name]["min_s"],
             "stats": stats[name], "model_calls_last_step": None if state is None else float(state.model_calls),
             "modeled_time_s_last_step": None if state is None else float(state.modeled_time_s),
             "peak_bytes": (stats[name]["memory"] or {}).get("peak_bytes"),
@@ -283,9 +317,10 @@ def scaling_optimizers(predict_fn, n_params: int, *, cg_iterations: int = 200, d
     for name in include:
         if name == "ngd" and n_params > dense_max_n:
             gib = 4.0 * n_params**2 / GIB
-            skipped[name] = (f"dense NGD forms the N x N matrix ({gib:.1f} GiB in float32 at N = {n_params:,}) and "
+            skipped[name] = (f"dense NGD forms the N x N matrix ({gib:.2g} GiB in float32 at N = {n_params:,}) and "
                              f"factors it in O(N^3) = {n_params**3 / 3:.1e} flops per step: run only for N <= "
-                             f"{dense_max_n:,.0f}")
+                             f"{dense_max_n:,.0f}" + (" (--quick; 10,000 in the full run)"
+                                                      if dense_max_n < DENSE_MAX_N else ""))
             continue
         chosen[name] = factories[name]()
     return chosen, skipped
@@ -293,21 +328,24 @@ def scaling_optimizers(predict_fn, n_params: int, *, cg_iterations: int = 200, d
 
 def section_scaling(quick: bool, repeats: int | None = None, *, sizes=None, inputs: int = SCALING_INPUTS,
                     outputs: int = SCALING_DZ, batch: int = SCALING_BATCH, cg_iterations: int = 200,
-                    dense_max_n: float | None = None) -> dict:
+                    dense_max_n: float | None = None,
+                    include=("adam", "tngd", "ngd", "ngd_cg", "ngd_woodbury")) -> dict:
     """Per-iteration wall time and modeled hardware time against N (TNGD paper Fig. 2)."""
     from experiments.models import count_parameters
 
     sizes = sizes or (SCALING_SIZES_QUICK if quick else SCALING_SIZES)
     repeats = repeats or (2 if quick else 3)
-    dense_max_n = DENSE_MAX_N if dense_max_n is None else dense_max_n
+    if dense_max_n is None:
+        dense_max_n = DENSE_MAX_N_QUICK if quick else DENSE_MAX_N
     rows = []
     for target in sizes:
         hidden = hidden_for(target, inputs, outputs)
         params, predict_fn, x, y = mlp_problem(inputs, hidden, outputs, batch)
         n_params = count_parameters(params)
         chosen, skipped = scaling_optimizers(predict_fn, n_params, cg_iterations=cg_iterations,
-                                             dense_max_n=dense_max_n)
-        timers = {name: StepTimer(cross_entropy_step(opt, predict_fn), params, opt.init(params), (x, y))
+                                             dense_max_n=dense_max_n, include=include)
+        timers = {name: StepTimer(cross_entropy_step(opt, predict_fn), params, opt.init(params), (x, y),
+                                  min_call_s=0.1)
                   for name, opt in chosen.items()}
         stats = time_steps(timers, repeats, on_compiled=lambda n, t, N=n_params: log(
             f"  scaling N = {N:,}: compiled {n} ({t.compile_s:.1f} s, first step {t.first_call_s:.2f} s)"))
@@ -431,53 +469,17 @@ LABEL_KEYS = {"adam": "adam", "tngd-t50": "tngd", "ngd-exact": "ngd_woodbury", "
 
 
 def _run_config(overrides: list[str], run_dir: pathlib.Path) -> str:
-    """Run one configuration through experiments.run (figures.run_once: finished runs are reused).
-
-    thermo_kfac needs ``example_inputs``, which experiments.optimizers.build_optimizer does not pass (a bug of
-    the runner at the time of writing): if the runner fails that way, the same run is made here with
-    experiments.trainer.train and an optimizer built with ``example_inputs``. Returns how the run was made.
-    """
+    """Run one configuration through experiments.run (scripts/figures.py's run_once); a finished run directory
+    is reused. Returns how the run was made."""
     import figures
 
-    try:
-        figures.run_once(overrides, run_dir)
-        return "experiments.run"
-    except TypeError as error:
-        if "example_inputs" not in str(error):
-            raise
-        _train_kfac_directly(overrides, run_dir)
-        return f"experiments.trainer.train (experiments.run failed: {error})"
-
-
-def _train_kfac_directly(overrides: list[str], run_dir: pathlib.Path) -> None:
-    import kfac_thermo
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from experiments import rundir
-    from experiments.optimizers import build_device
-    from experiments.tasks import build_task
-    from experiments.trainer import train
-
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
     summary = run_dir / "summary.json"
     if summary.exists():
         done = json.loads(summary.read_text())
         if done["steps"] == done["planned_steps"]:
-            return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    rundir.write_json(str(run_dir / "versions.json"), rundir.versions())
-    task = build_task(cfg.task, cfg.seed)
-    opt = cfg.optimizer
-    example = task.train[0][: task.batch_size]
-    factory = getattr(kfac_thermo, opt.name)
-    extra = dict(t=opt.t, method=opt.method, device=build_device(cfg.device)) if opt.name == "thermo_kfac" else {}
-    optimizer = factory(opt.learning_rate, predict_fn=task.predict_fn, loss=task.loss, damping=opt.damping,
-                        example_inputs=jnp.asarray(example), key=jr.fold_in(jr.key(cfg.seed), 1),
-                        **extra, **dict(opt.options))
-    train(task, optimizer, cfg.run, str(run_dir), cfg.seed)
+            return "reused run directory"
+    figures.run_once(overrides, run_dir)
+    return "experiments.run"
 
 
 def first_reaching(records: list[dict], threshold: float, metric: str = "test_accuracy") -> dict | None:
@@ -497,44 +499,41 @@ def median_or_none(values: list[float | None]) -> float | None:
     return None if math.isinf(value) else value
 
 
-def section_convergence(quick: bool, *, data_dir: str | None = None, seeds: int = 3, runs_dir: str = "runs/bench",
-                        thresholds=(0.90, 0.95), max_steps: dict | None = None, eval_every: int | None = None,
-                        labels=None) -> dict:
-    """Steps and modeled time to each accuracy threshold, per optimizer, median over seeds, against Adam.
+THERMO_KFAC_MNIST_REASON = (
+    "thermodynamic K-FAC on the MNIST CNN is not run: each inverse refresh eigendecomposes (thermox.EigenDrift, "
+    "LAPACK QR eigh) the 5,409 x 5,409 input factor of the CNN's first dense layer; measured here with "
+    "OPENBLAS_NUM_THREADS=1: 10.5 s per eigh, 9.3 s per refresh step and 0.09 s per other step, i.e. ~2 h per seed "
+    "at the runner's default refresh every step and ~13 min per seed (40 min for 3) refreshing every 10 steps "
+    "(780 steps); its convergence is measured on digits (convergence.digits_thermo_kfac_*)")
 
-    Full: the MNIST split in ``data_dir`` (the paper's protocol: batch 64, 10 epochs); quick: digits, Adam for
-    the task's 15 epochs and the second-order optimizers capped (``max_steps``), evaluated every 5 steps.
-    """
-    if quick or data_dir is None:
-        task, task_overrides = "digits", ["task=digits"]
-        eval_every = eval_every or 5
-        max_steps = {"adam": None, "tngd-t50": 60, "thermo-kfac": 60} if max_steps is None else max_steps
-    else:
-        if not pathlib.Path(data_dir, "t10k-images-idx3-ubyte.gz").exists() and not pathlib.Path(
-                data_dir, "t10k-images-idx3-ubyte").exists():
-            raise FileNotFoundError(f"MNIST not found in {data_dir}")
-        task, task_overrides = "mnist", ["task=mnist", f"task.data_dir={os.path.abspath(data_dir)}"]
-        eval_every = eval_every or 10
-        max_steps = max_steps or {}
-    runs = [r for r in convergence_runs(task) if labels is None or r[0] in labels]
+
+def task_convergence(task: str, quick: bool, *, data_dir: str | None, seeds: int, runs_dir: str, eval_every: int,
+                     max_steps: dict, labels, thresholds=(0.90, 0.95)) -> dict:
+    """Every run of ``convergence_runs(task)`` (restricted to ``labels``) for ``seeds`` seeds; per optimizer the
+    median over seeds of the steps and modeled time to each threshold (an unreached seed counts as infinite)."""
+    from experiments.rundir import read_metrics
+
+    task_overrides = (["task=digits"] if task == "digits"
+                      else ["task=mnist", f"task.data_dir={os.path.abspath(data_dir)}"])
     base = task_overrides + ["run.progress=false", "run.plots=false", f"run.eval_every={eval_every}",
                              "run.checkpoint_every=100000"]
+    folder = pathlib.Path(runs_dir) / f"{'quick' if quick else 'full'}-{task}"
     per_label = {}
-    for label, overrides in runs:
+    for label, overrides in convergence_runs(task):
+        if labels is not None and label not in labels:
+            continue
         cap = max_steps.get(label)
         extra = [] if cap is None else [f"run.max_steps={cap}"]
         per_seed, via = [], set()
         for seed in range(seeds):
-            run_dir = pathlib.Path(runs_dir) / f"{'quick' if quick else 'full'}-{task}" / f"{label}-seed{seed}"
+            run_dir = folder / f"{label}-seed{seed}"
             start = time.perf_counter()
             try:
                 via.add(_run_config(base + overrides + extra + [f"seed={seed}"], run_dir))
             except Exception as error:  # noqa: BLE001 - one optimizer failing must not sink the section
                 per_label[label] = {"error": f"{type(error).__name__}: {error}"}
-                log(f"  convergence {label} seed {seed} failed: {error}")
+                log(f"  convergence {task} {label} seed {seed} failed: {error}")
                 break
-            from experiments.rundir import read_metrics
-
             records = read_metrics(str(run_dir))
             evals = [r for r in records if "test_accuracy" in r]
             per_seed.append({
@@ -544,7 +543,7 @@ def section_convergence(quick: bool, *, data_dir: str | None = None, seeds: int 
                 "reached": {f"{round(100 * p)}": first_reaching(evals, p) for p in thresholds},
                 "seconds": time.perf_counter() - start,
             })
-            log(f"  convergence {label} seed {seed}: best {per_seed[-1]['best_test_accuracy']:.3f}, "
+            log(f"  convergence {task} {label} seed {seed}: best {per_seed[-1]['best_test_accuracy']:.3f}, "
                 f"{per_seed[-1]['seconds']:.0f} s")
         if label in per_label:
             continue
@@ -559,40 +558,91 @@ def section_convergence(quick: bool, *, data_dir: str | None = None, seeds: int 
         per_label[label] = summary
     return {
         "setting": {"task": task, "seeds": seeds, "eval_every": eval_every, "max_steps": max_steps,
-                    "runs_dir": str(pathlib.Path(runs_dir) / f"{'quick' if quick else 'full'}-{task}"),
-                    "thresholds": list(thresholds),
-                    "note": ("--quick: scikit-learn digits (1,300 train / 497 test), second-order optimizers "
-                             "capped; not the MNIST protocol" if task == "digits" else
-                             "MNIST split, batch 64, 10 epochs (780 steps), the paper's protocol")},
+                    "runs_dir": str(folder), "thresholds": list(thresholds),
+                    "note": ("scikit-learn digits (1,300 train / 497 test, batch 64, 15 epochs = 300 steps)"
+                             + ("; second-order optimizers capped" if any(max_steps.values()) else "")
+                             if task == "digits" else
+                             "MNIST split (5,000 / 5,000 of t10k), batch 64, 10 epochs (780 steps): the paper's "
+                             "protocol")},
         "optimizers": per_label,
     }
 
 
-def convergence_ratios(section: dict, thresholds=(90, 95)) -> tuple[dict, dict]:
-    """``convergence.<opt>_steps_to_<p>_over_adam`` (and modeled time) with the reason for each null."""
-    ratios, reasons = {}, {}
-    per = section["optimizers"]
+def section_convergence(quick: bool, *, data_dir: str | None = None, seeds: int = 3, runs_dir: str = "runs/bench",
+                        labels=None) -> dict:
+    """Convergence against Adam: the primary task is MNIST in the full run (Adam, TNGD, exact NGD; thermodynamic
+    K-FAC is infeasible there, see THERMO_KFAC_MNIST_REASON) and digits with --quick. The full run adds digits
+    (Adam, TNGD, thermodynamic K-FAC, 15 epochs) as a secondary task."""
+    tasks, skipped = {}, {}
+    if quick:
+        tasks["digits"] = task_convergence(
+            "digits", quick, data_dir=None, seeds=seeds, runs_dir=runs_dir, eval_every=5,
+            max_steps={"adam": None, "tngd-t50": 60, "thermo-kfac": 150}, labels=labels)
+        return {"primary": "digits", "tasks": tasks, "skipped": skipped}
+    if data_dir is None or not any(pathlib.Path(data_dir, f"t10k-images-idx3-ubyte{ext}").exists()
+                                   for ext in ("", ".gz")):
+        raise FileNotFoundError(f"MNIST (t10k-images-idx3-ubyte[.gz]) not found in {data_dir}")
+    mnist_labels = [l for l, _ in convergence_runs("mnist") if l != "thermo-kfac" and (labels is None or l in labels)]
+    skipped["mnist/thermo-kfac"] = THERMO_KFAC_MNIST_REASON
+    tasks["mnist"] = task_convergence("mnist", quick, data_dir=data_dir, seeds=seeds, runs_dir=runs_dir,
+                                      eval_every=10, max_steps={}, labels=mnist_labels)
+    digits_labels = [l for l in ("adam", "tngd-t50", "thermo-kfac") if labels is None or l in labels]
+    tasks["digits"] = task_convergence("digits", quick, data_dir=None, seeds=seeds, runs_dir=runs_dir,
+                                       eval_every=5, max_steps={}, labels=digits_labels)
+    return {"primary": "mnist", "tasks": tasks, "skipped": skipped}
+
+
+def convergence_ratios(section: dict, thresholds=(90, 95)) -> tuple[dict, dict, list]:
+    """``convergence.<opt>_<steps|modeled_time>_to_<p>_over_adam`` of the primary task (and, prefixed with the
+    task's name, of the others), the reason for each null, and the keys whose optimizer never reached the
+    threshold (uncapped) where Adam did: a null that means the target is not met."""
+    ratios, reasons, unreached = {}, {}, []
+    for task, result in section["tasks"].items():
+        prefix = "" if task == section["primary"] else f"{task}_"
+        r, why, missed = _task_ratios(result, thresholds)
+        ratios.update({prefix + k: v for k, v in r.items()})
+        reasons.update({prefix + k: v for k, v in why.items()})
+        unreached += sorted(f"convergence.{prefix}{k}" for k in missed)
+    if section["primary"] == "mnist" and "mnist/thermo-kfac" in section["skipped"]:
+        for p in thresholds:
+            for what in ("steps", "modeled_time"):
+                name = f"thermo_kfac_{what}_to_{p}_over_adam"
+                ratios[name] = None
+                reasons[name] = (f"thermodynamic K-FAC is not run on MNIST (too slow: see "
+                                 f"sections.convergence.skipped); on digits: convergence.digits_{name}")
+    return ratios, reasons, unreached
+
+
+def _task_ratios(result: dict, thresholds) -> tuple[dict, dict, set]:
+    ratios, reasons, unreached = {}, {}, set()
+    per = result["optimizers"]
     adam = per.get("adam", {})
+    task = result["setting"]["task"]
     for label, summary in per.items():
         if label == "adam":
             continue
         key = LABEL_KEYS.get(label, label.replace("-", "_"))
         for p in thresholds:
-            for what, name in (("steps", f"{key}_steps_to_{p}_over_adam"),
-                               ("modeled_time", f"{key}_modeled_time_to_{p}_over_adam")):
+            for what in ("steps", "modeled_time"):
+                name = f"{key}_{what}_to_{p}_over_adam"
                 ours, base = summary.get(f"median_{what}_to_{p}"), adam.get(f"median_{what}_to_{p}")
                 if "error" in summary:
                     reasons[name] = f"{label} failed: {summary['error']}"
-                elif "error" in adam:
-                    reasons[name] = f"adam failed: {adam['error']}"
+                elif not adam or "error" in adam:
+                    reasons[name] = f"adam failed: {adam.get('error', 'not run')}"
                 elif base is None:
-                    reasons[name] = (f"Adam's median seed does not reach {p}% within "
-                                     f"{_steps_text(adam)} on {section['setting']['task']}")
+                    reasons[name] = f"Adam's median seed does not reach {p}% within {_steps_text(adam)} on {task}"
+                    if ours is not None and what == "steps":
+                        total = max(s["steps"] for s in adam["seeds"])
+                        reasons[name] += (f"; {label} does, in {ours:.0f} steps (so the ratio is below "
+                                          f"{ours / total:.2g})")
                 elif ours is None:
                     reasons[name] = (f"{label}'s median seed does not reach {p}% within {_steps_text(summary)} "
-                                     f"(Adam: {adam[f'median_steps_to_{p}']:.0f} steps)")
+                                     f"on {task} (Adam: {adam[f'median_steps_to_{p}']:.0f} steps)")
+                    if not summary.get("cap_steps"):
+                        unreached.add(name)
                 ratios[name] = None if name in reasons else ours / base
-    return ratios, reasons
+    return ratios, reasons, unreached
 
 
 def _steps_text(summary: dict) -> str:
@@ -609,12 +659,11 @@ def assemble(sections: dict, errors: dict, meta: dict) -> dict:
     ratios, ratios_median, reasons = {}, {}, {}
     memory, convergence = {}, {}
 
-    ou = sections.get("ou")
-    if ou:
-        ratios["ou_exact_over_thermox"] = ou["ratio_min"]
-        ratios_median["ou_exact_over_thermox"] = ou["ratio_median"]
-        if ou["ratio_min"] is None:
-            reasons["ratios.ou_exact_over_thermox"] = ou["reason"]
+    ou = sections.get("ou") or {}
+    ratios["ou_exact_over_thermox"] = ou.get("ratio_min")
+    ratios_median["ou_exact_over_thermox"] = ou.get("ratio_median")
+    if ou.get("ratio_min") is None:
+        reasons["ratios.ou_exact_over_thermox"] = ou.get("reason") or _why(errors, "ou", "section not run")
     steps = sections.get("steps")
     for name in bench_tngd.ALL[1:]:
         key = f"{name}_step_over_adam"
@@ -654,8 +703,11 @@ def assemble(sections: dict, errors: dict, meta: dict) -> dict:
 
     conv = sections.get("convergence")
     if conv:
-        convergence, conv_reasons = convergence_ratios(conv)
+        meta["convergence_task"] = conv["primary"]
+        convergence, conv_reasons, unreached = convergence_ratios(conv)
         reasons.update({f"convergence.{k}": v for k, v in conv_reasons.items()})
+    else:
+        unreached = []
     for key in ("tngd_steps_to_90_over_adam", "thermo_kfac_steps_to_90_over_adam", "tngd_steps_to_95_over_adam",
                 "thermo_kfac_steps_to_95_over_adam"):
         if key not in convergence:
@@ -663,7 +715,8 @@ def assemble(sections: dict, errors: dict, meta: dict) -> dict:
             reasons.setdefault(f"convergence.{key}", _why(errors, "convergence", "section not run"))
 
     out = {"schema": SCHEMA, "meta": meta, "ratios": ratios, "ratios_median": ratios_median,
-           "convergence": convergence, "memory": memory, "reasons": reasons, "errors": errors}
+           "convergence": convergence, "memory": memory, "reasons": reasons, "unreached": unreached,
+           "errors": errors}
     out["targets"] = targets(out)
     out["sections"] = sections
     return out
@@ -691,6 +744,8 @@ def targets(bench: dict) -> dict:
         else:
             text = f"{key} <= {bound:g}"
         met = None if value is None else bool(value <= bound)
+        if value is None and key in bench.get("unreached", []):
+            met = False  # Adam reached the threshold, the optimizer did not in the whole run
         entry = {"target": text, "value": value, "met": met}
         if key.startswith("ratios."):
             median = bench["ratios_median"].get(key.split(".", 1)[1])
@@ -737,7 +792,7 @@ def report(bench: dict) -> str:
         if name == "tngd_n1e6_memory_fits_24_gib" and t.get("rss_peak_gib") is not None:
             value += f" GiB XLA; {t['rss_peak_gib']:.2f} GiB peak RSS"
         rows.append([name, f"`{t['target']}`", value, _yes_no(t["met"]), t.get("reason") or ""])
-    lines += [markdown_table(["target", "condition", "value", "met", "why n/a"], rows), ""]
+    lines += [markdown_table(["target", "condition", "value", "met", "reason / note"], rows), ""]
 
     lines += ["## Headline keys (bench.json)", ""]
     rows = [[f"ratios.{k}", fmt(v, ".3g"), fmt(bench["ratios_median"].get(k), ".3g"),
@@ -800,7 +855,8 @@ def report(bench: dict) -> str:
     kj = sections.get("kfac_jax")
     if kj:
         lines += ["## 4. K-FAC against kfac-jax", "",
-                  f"ratio: {fmt(kj.get('kfac_step_over_kfac_jax'), '.3g')}" + (f" ({kj['reason']})" if kj.get("reason") else ""),
+                  f"ratio: {fmt(kj.get('kfac_step_over_kfac_jax'), '.3g')}"
+                  + (f" ({kj['reason']})" if kj.get("reason") else ""),
                   ""]
     conv = sections.get("convergence")
     if conv:
@@ -813,7 +869,7 @@ def scaling_report(scaling: dict) -> str:
     names = ["adam", "tngd", "ngd", "ngd_cg", "ngd_woodbury"]
     header = ["N"] + [f"{n} wall ms" for n in names] + [f"{n} modeled s" for n in names[1:]]
     rows = []
-    skipped = {}
+    skipped: dict[str, list] = {}  # optimizer: [(N, reason), ...]
     for row in scaling["rows"]:
         cells = [f"{row['n_params']:,}"]
         for n in names:
@@ -823,35 +879,43 @@ def scaling_report(scaling: dict) -> str:
             o = row["optimizers"].get(n)
             cells.append(f"{o['modeled_time_s']:.3g}" if o else "skipped")
         rows.append(cells)
-        skipped.update({f"{n} at N = {row['n_params']:,}": why for n, why in row["skipped"].items()})
-    notes = "; ".join(sorted(set(skipped.values())))
+        for n, why in row["skipped"].items():
+            skipped.setdefault(n, []).append((row["n_params"], why))
+    notes = [f"{n} at N = {', '.join(f'{N:,}' for N, _ in entries)}: {entries[0][1]}"
+             for n, entries in skipped.items()]
     return "\n".join([
         f"## 3. Scaling: {s['model']}, batch {s['batch']}, dz = {s['dz']}, CG c = {s['cg_iterations']}; "
-        f"wall = median (min) of {s['repeats']} interleaved steps; modeled = {s['modeled']}", "",
-        markdown_table(header, rows), "", f"Skipped: {notes}" if notes else ""])
+        f"wall = median (min) of {s['repeats']} interleaved calls, ms per step; modeled = {s['modeled']}", "",
+        markdown_table(header, rows), "", *(f"Skipped: {note}" for note in notes)])
 
 
 def convergence_report(conv: dict) -> str:
-    s = conv["setting"]
-    rows = []
-    for label, summary in conv["optimizers"].items():
-        if "error" in summary:
-            rows.append([label, "failed", "", "", "", "", summary["error"][:120]])
-            continue
-        best = [x["best_test_accuracy"] for x in summary["seeds"]]
-        rows.append([
-            label, len(summary["seeds"]), f"{statistics.median(best):.3f}",
-            *(f"{fmt(summary[f'median_steps_to_{p}'], '.0f')} ({summary[f'seeds_reaching_{p}']}/{len(summary['seeds'])})"
-              for p in ("90", "95")),
-            *(fmt(summary[f"median_modeled_time_to_{p}"], ".3g") for p in ("90", "95")),
-            ", ".join(summary["runner"]) + (f"; capped at {summary['cap_steps']} steps" if summary["cap_steps"] else ""),
-        ])
-    return "\n".join([
-        f"## 5. Convergence: {s['task']}, {s['seeds']} seeds (median), evaluated every {s['eval_every']} steps",
-        "", s["note"] + f"; run directories in {s['runs_dir']}.", "",
-        markdown_table(["optimizer", "seeds", "best acc. (median)", "steps to 90% (seeds)", "steps to 95% (seeds)",
-                        "modeled s to 90%", "modeled s to 95%", "how"], rows),
-    ])
+    parts = []
+    for task, result in conv["tasks"].items():
+        s = result["setting"]
+        rows = []
+        for label, summary in result["optimizers"].items():
+            if "error" in summary:
+                rows.append([label, "failed", "", "", "", "", "", summary["error"][:160]])
+                continue
+            best = [x["best_test_accuracy"] for x in summary["seeds"]]
+            n = len(summary["seeds"])
+            rows.append([
+                label, n, f"{statistics.median(best):.3f}",
+                *(f"{fmt(summary[f'median_steps_to_{p}'], '.0f')} ({summary[f'seeds_reaching_{p}']}/{n})"
+                  for p in ("90", "95")),
+                *(fmt(summary[f"median_modeled_time_to_{p}"], ".3g") for p in ("90", "95")),
+                ", ".join(summary["runner"]) + (f"; capped at {summary['cap_steps']} steps" if summary["cap_steps"]
+                                                else ""),
+            ])
+        title = "primary" if task == conv["primary"] else "secondary"
+        parts += [f"## 5. Convergence ({title}): {task}, {s['seeds']} seeds (median), evaluated every "
+                  f"{s['eval_every']} steps", "", s["note"] + f"; run directories in {s['runs_dir']}.", "",
+                  markdown_table(["optimizer", "seeds", "best acc. (median)", "steps to 90% (seeds)",
+                                  "steps to 95% (seeds)", "modeled s to 90%", "modeled s to 95%", "how"], rows), ""]
+    for name, why in conv.get("skipped", {}).items():
+        parts.append(f"Not run: {name}: {why}.")
+    return "\n".join(parts)
 
 
 # ==================================================================================================
@@ -927,10 +991,12 @@ def main(argv=None) -> int:
         return 0
 
     started = time.perf_counter()
-    command = "python " + " ".join(shlex.quote(a) for a in ["scripts/bench.py", *(sys.argv[1:] if argv is None else argv)])
+    given = sys.argv[1:] if argv is None else argv
+    command = "python " + " ".join(shlex.quote(a) for a in ["scripts/bench.py", *given])
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": command, "git_sha": git_sha(), "quick": args.quick, "machine": _timing.machine(),
-            "load_avg_start": _timing.load_average()}
+            "load_avg_start": _timing.load_average(),
+            "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS")}
     sections, errors = run_sections(args)
     meta["load_avg_end"] = _timing.load_average()
     meta["elapsed_s"] = time.perf_counter() - started

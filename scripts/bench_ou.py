@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,9 +35,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+# LAPACK (eigh) on OpenBLAS's own threads fights XLA's thread pool on a small CPU: one thread each (the public
+# package's worker inherits the setting, so both sides run alike).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
 

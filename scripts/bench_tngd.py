@@ -20,9 +20,12 @@ import json
 import os
 import sys
 
-import jax
-import jax.random as jr
-import optax
+# LAPACK (eigh, Cholesky) on OpenBLAS's own threads fights XLA's thread pool on a small CPU: one thread each.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
+import jax.random as jr  # noqa: E402
+import optax  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -104,7 +107,7 @@ def problem(image: int = IMAGE, batch: int = BATCH, classes: int = CLASSES, **cn
 
 
 def bench(names=ALL, repeats: int = 10, *, image: int = IMAGE, batch: int = BATCH, verbose: bool = True,
-          **cnn) -> dict:
+          min_call_s: float = 0.2, **cnn) -> dict:
     """Time one step of each optimizer in ``names`` (``"adam"`` first: it is the baseline) on one CNN and batch.
 
     Returns ``{"setting", "results": {name: {step_s, step_min_s, stats, model_calls, modeled_time_s,
@@ -115,10 +118,14 @@ def bench(names=ALL, repeats: int = 10, *, image: int = IMAGE, batch: int = BATC
         raise ValueError("the baseline 'adam' must be among the optimizers")
     params, predict_fn, inputs, labels = problem(image, batch, **cnn)
     timers = {
-        name: StepTimer(make_step(optimizer, predict_fn), params, optimizer.init(params), (inputs, labels))
+        name: StepTimer(make_step(optimizer, predict_fn), params, optimizer.init(params), (inputs, labels),
+                        min_call_s=min_call_s)
         for name, optimizer in optimizers(predict_fn, jr.key(3), names).items()
     }
-    progress = (lambda name, timer: print(f"  compiled {name} ({timer.compile_s:.1f} s)", flush=True)) if verbose else None
+    def progress(name, timer):
+        if verbose:
+            print(f"  compiled {name} ({timer.compile_s:.1f} s)", flush=True)
+
     stats = time_steps(timers, repeats, on_compiled=progress)
     num_params = count_parameters(params)
     results = {}
@@ -135,7 +142,8 @@ def bench(names=ALL, repeats: int = 10, *, image: int = IMAGE, batch: int = BATC
         "setting": {"model": f"SmallCNN {image}x{image}, {cnn.get('channels', 8)} channels, "
                              f"{cnn.get('hidden', 16)} hidden",
                     "parameters": num_params, "batch": batch, "dz": CLASSES, "repeats": repeats,
-                    "timing": "interleaved; step_s median, step_min_s minimum over repeats",
+                    "timing": f"interleaved; each call runs steps filling ~{min_call_s} s; step_s median, "
+                              "step_min_s minimum over repeats of seconds per step",
                     "memory": "XLA memory_analysis() of the compiled step (arguments + outputs + temporaries)",
                     "backend": jax.default_backend(), "jax": jax.__version__},
         "results": results,
@@ -164,10 +172,10 @@ def table(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 10; quick 3)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 10; quick 5)")
     parser.add_argument("--out", default="bench_tngd.json")
     args = parser.parse_args()
-    repeats = args.repeats or (3 if args.quick else 10)
+    repeats = args.repeats or (5 if args.quick else 10)
     report = bench(ALL, repeats)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
