@@ -210,3 +210,14 @@ def test_inv_errors(spd):
         thermox.linalg.inv(spd, key=KEY, t=1.0, device=thermox.AnalogDevice(kappa0=1.0), interval=0.0)
     with pytest.raises(ValueError, match="callable drift needs the dimension"):
         thermox.linalg.inv(lambda v: v, key=KEY, t=1.0, device=thermox.AnalogDevice(kappa0=1.0))
+
+
+def test_sample_path_rejects_decreasing_times():
+    A = jnp.eye(3) * 2.0
+    with pytest.raises(Exception, match="non-decreasing"):
+        thermox.sample_path(A, jnp.ones(3), jnp.zeros(3), key=jax.random.key(0), ts=jnp.array([0.0, 1.0, 0.5]))
+
+
+def test_low_rank_drift_needs_a_positive_shift():
+    with pytest.raises(ValueError, match="shift > 0"):
+        thermox.LowRankDrift.from_factor(0.0, jnp.ones((4, 2)))

@@ -142,6 +142,10 @@ class LowRankDrift(AbstractDrift):
         W = eqx.error_if(W, ~jnp.all(jnp.isfinite(W)), "thermox: the low-rank factor has non-finite entries")
         return cls(jnp.asarray(shift, W.dtype), W.T @ W, lambda c: W @ c, lambda v: W.T @ v, W.shape[0], W)
 
+    def __check_init__(self):
+        if not isinstance(self.shift, jax.core.Tracer) and not float(self.shift) > 0:
+            raise ValueError(f"thermox: a LowRankDrift needs shift > 0 to be positive definite, got {self.shift}")
+
     @property
     def size(self) -> int:
         return self.n

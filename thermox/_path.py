@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -44,6 +45,8 @@ def sample_path(
         raise ValueError(f"thermox: ts must be a non-empty 1-D array of times, got shape {ts.shape}")
     kappa0 = check_time(kappa0, "kappa0")
     steps = jnp.diff(ts)
+    steps = eqx.error_if(steps, jnp.any(steps < 0) | ~jnp.all(jnp.isfinite(ts)),
+                         "thermox: ts must be finite and non-decreasing")
     noise = jr.normal(key, (steps.shape[0], x0.shape[0]), x0.dtype)
 
     if isinstance(drift, DenseDrift):
