@@ -48,9 +48,7 @@ def build_optimizer(cfg, device_cfg, *, predict_fn: Callable, loss: Any, seed: i
             dt=cfg.dt, curvature=curvature, device=device, key=key, **common,
         )
     if name in ("kfac", "thermo_kfac"):
-        factory = getattr(kfac_thermo, name, None)
-        if factory is None:
-            raise ValueError(f"optimizer {name!r} is not available in this version of kfac_thermo")
+        factory = getattr(kfac_thermo, name)
         options = dict(curvature=curvature, damping_mode=cfg.damping_mode, ema_decay=cfg.ema_decay,
                        curvature_period=cfg.curvature_period, inverse_period=cfg.inverse_period,
                        momentum=cfg.momentum)

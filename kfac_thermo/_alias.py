@@ -90,6 +90,13 @@ def tngd_adam(
                        optax.scale_by_learning_rate(learning_rate))
 
 
+def _digital(solver, learning_rate, predict_fn, loss, damping, curvature, key, momentum, nonfinite):
+    """A digital solver's natural-gradient direction followed by (heavy-ball momentum and) the learning rate."""
+    direction = scale_by_natural_gradient(solver, predict_fn=predict_fn, loss=loss, damping=damping,
+                                          curvature=curvature, key=key, nonfinite=nonfinite)
+    return _with_learning_rate(direction, learning_rate, momentum)
+
+
 def ngd(
     learning_rate: ScalarOrSchedule,
     *,
@@ -102,9 +109,7 @@ def ngd(
     nonfinite: NonFinitePolicy = "skip",
 ) -> optax.GradientTransformationExtraArgs:
     """Exact NGD: ``theta <- theta - learning_rate (G + damping I)^-1 g`` by a dense Cholesky solve (small N)."""
-    direction = scale_by_natural_gradient(DenseSolver(), predict_fn=predict_fn, loss=loss, damping=damping,
-                                          curvature=curvature, key=key, nonfinite=nonfinite)
-    return _with_learning_rate(direction, learning_rate, momentum)
+    return _digital(DenseSolver(), learning_rate, predict_fn, loss, damping, curvature, key, momentum, nonfinite)
 
 
 def ngd_woodbury(
@@ -119,9 +124,7 @@ def ngd_woodbury(
     nonfinite: NonFinitePolicy = "skip",
 ) -> optax.GradientTransformationExtraArgs:
     """NGD through the Woodbury identity on the rank-(b dz) curvature: O(b^2 dz^2 N + b^3 dz^3)."""
-    direction = scale_by_natural_gradient(WoodburySolver(), predict_fn=predict_fn, loss=loss, damping=damping,
-                                          curvature=curvature, key=key, nonfinite=nonfinite)
-    return _with_learning_rate(direction, learning_rate, momentum)
+    return _digital(WoodburySolver(), learning_rate, predict_fn, loss, damping, curvature, key, momentum, nonfinite)
 
 
 def ngd_cg(
@@ -137,6 +140,5 @@ def ngd_cg(
     nonfinite: NonFinitePolicy = "skip",
 ) -> optax.GradientTransformationExtraArgs:
     """NGD-CG: ``iterations`` warm-started conjugate-gradient steps on matrix-free curvature products."""
-    direction = scale_by_natural_gradient(CGSolver(iterations), predict_fn=predict_fn, loss=loss,
-                                          damping=damping, curvature=curvature, key=key, nonfinite=nonfinite)
-    return _with_learning_rate(direction, learning_rate, momentum)
+    return _digital(CGSolver(iterations), learning_rate, predict_fn, loss, damping, curvature, key, momentum,
+                    nonfinite)
