@@ -18,6 +18,10 @@ from ._kfac_stats import loss_grads_and_statistics as loss_grads_and_statistics
 from ._kfac_transform import KFACState as KFACState
 from ._kfac_transform import scale_by_kfac as scale_by_kfac
 from ._losses import Loss as Loss
+from ._parallel import data_mesh as data_mesh
+from ._parallel import distribute as distribute
+from ._parallel import replicate as replicate
+from ._parallel import shard_batch as shard_batch
 from ._solvers import AbstractCurvatureSolver as AbstractCurvatureSolver
 from ._solvers import CGSolver as CGSolver
 from ._solvers import DenseSolver as DenseSolver
@@ -48,6 +52,10 @@ __all__ = [
     "NaturalGradientState",
     "ThermodynamicSolver",
     "WoodburySolver",
+    "data_mesh",
+    "distribute",
+    "replicate",
+    "shard_batch",
     "ngd",
     "ngd_cg",
     "ngd_woodbury",
