@@ -198,11 +198,26 @@ class RunSettings:
 
 
 @dataclass
+class MeshSettings:
+    """Data parallelism (kfac_thermo's ``data_mesh``): each batch is split over ``data`` devices (global, over all
+    hosts); K-FAC's per-layer solves are spread over them too. ``distributed``: call
+    ``jax.distributed.initialize`` first (a multi-host launch: one process per host; the coordinator, process
+    count and id come from these fields or, when None, from the cluster environment JAX detects)."""
+
+    data: int = 1
+    distributed: bool = False
+    coordinator_address: Optional[str] = None
+    num_processes: Optional[int] = None
+    process_id: Optional[int] = None
+
+
+@dataclass
 class Config:
     task: Any = MISSING
     optimizer: Any = MISSING
     device: DeviceConfig = field(default_factory=DeviceConfig)
     run: RunSettings = field(default_factory=RunSettings)
+    mesh: MeshSettings = field(default_factory=MeshSettings)
     seed: int = 0
 
 

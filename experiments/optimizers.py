@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import jax.random as jr
 import optax
+from jax.sharding import Mesh
 
 import kfac_thermo
 import thermox
@@ -21,9 +22,11 @@ def build_device(cfg) -> thermox.AnalogDevice:
 
 
 def build_optimizer(cfg, device_cfg, *, predict_fn: Callable, loss: Any, seed: int,
-                    task_curvature: str = "ggn", example_inputs: Any = None) -> optax.GradientTransformation:
+                    task_curvature: str = "ggn", example_inputs: Any = None,
+                    mesh: Mesh | None = None) -> optax.GradientTransformation:
     """The optimizer named by ``cfg.name`` with its hyperparameters; noise keys derive from ``seed``;
-    ``curvature: auto`` takes ``task_curvature``; K-FAC traces the model on ``example_inputs`` (a batch)."""
+    ``curvature: auto`` takes ``task_curvature``; K-FAC traces the model on ``example_inputs`` (a batch) and,
+    given a ``mesh`` of several devices, spreads its per-layer solves over the mesh's ``"data"`` axis."""
     key = jr.fold_in(jr.key(seed), 1)
     name = cfg.name
     curvature = task_curvature if getattr(cfg, "curvature", "auto") == "auto" else cfg.curvature
@@ -54,5 +57,7 @@ def build_optimizer(cfg, device_cfg, *, predict_fn: Callable, loss: Any, seed: i
                        momentum=cfg.momentum)
         if name == "thermo_kfac":
             options.update(t=cfg.t, method=cfg.method, device=device)
+        if mesh is not None and mesh.size > 1:
+            options.update(mesh=mesh, solver_axis="data")
         return factory(cfg.learning_rate, example_inputs=example_inputs, key=key, **common, **options)
     raise ValueError(f"unknown optimizer {name!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import optax
+from jax.sharding import Mesh
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 import thermox
@@ -34,9 +35,12 @@ def kfac(
     key: PRNGKeyArray | None = None,
     momentum: float | None = None,
     nonfinite: NonFinitePolicy = "skip",
+    mesh: Mesh | None = None,
+    solver_axis: str = "data",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Digital K-FAC: ``theta <- theta - learning_rate (A (x) S + damping)^-1 g`` block by block.
 
+    ``mesh`` / ``solver_axis`` spread the per-layer work over devices (:func:`scale_by_kfac`).
     ``damping_mode="factored"`` splits the damping between the factors with Martens & Grosse's ``pi`` and inverts
     them by Cholesky; ``"exact"`` adds ``damping`` to the Kronecker product's eigenvalues (two eigendecompositions
     per layer at each inverse refresh, twice the products per step). Weight decay: chain
@@ -46,7 +50,8 @@ def kfac(
     direction = scale_by_kfac(
         DigitalKronecker(damping_mode), predict_fn=predict_fn, loss=loss, damping=damping,
         example_inputs=example_inputs, curvature=curvature, ema_decay=ema_decay, curvature_period=curvature_period,
-        inverse_period=inverse_period, fallback=fallback, key=key, nonfinite=nonfinite,
+        inverse_period=inverse_period, fallback=fallback, key=key, nonfinite=nonfinite, mesh=mesh,
+        solver_axis=solver_axis,
     )
     return _with_learning_rate(direction, learning_rate, momentum)
 
@@ -73,6 +78,8 @@ def thermo_kfac(
     momentum: float | None = None,
     nonfinite: NonFinitePolicy = "skip",
     cost_model: thermox.cost.CostModel = thermox.cost.CostModel(),
+    mesh: Mesh | None = None,
+    solver_axis: str = "data",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Thermodynamic K-FAC: :func:`kfac`'s factored-damping update with the per-layer solves (``method="solve"``)
     or factor inversions (``method="invert"``) done by the simulated analog ``device``; see
@@ -93,6 +100,6 @@ def thermo_kfac(
     direction = scale_by_kfac(
         solver, predict_fn=predict_fn, loss=loss, damping=damping, example_inputs=example_inputs,
         curvature=curvature, ema_decay=ema_decay, curvature_period=curvature_period, inverse_period=inverse_period,
-        fallback=fallback, key=key, nonfinite=nonfinite,
+        fallback=fallback, key=key, nonfinite=nonfinite, mesh=mesh, solver_axis=solver_axis,
     )
     return _with_learning_rate(direction, learning_rate, momentum)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import optax
+from jax.sharding import Mesh
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ._curvature import CURVATURES, CurvatureKind
@@ -30,6 +31,7 @@ from ._kfac_layers import Fallback, KFACModel
 from ._kfac_solvers import AbstractKroneckerSolver, BlockWork, ThermoKronecker, block_work
 from ._kfac_stats import LayerStatistics, batch_statistics, factors
 from ._losses import Loss, LossSpec
+from ._parallel import axis_size, distribute
 from ._transform import NonFinitePolicy, check_batch, check_damping, needs_key, unpack_batch
 
 
@@ -112,6 +114,8 @@ def scale_by_kfac(
     key: PRNGKeyArray | None = None,
     nonfinite: NonFinitePolicy = "skip",
     host_flops_per_s: float = 1e13,
+    mesh: Mesh | None = None,
+    solver_axis: str = "data",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Precondition the gradient with K-FAC's block-diagonal Kronecker curvature (module docstring).
 
@@ -135,6 +139,10 @@ def scale_by_kfac(
             and counts it in ``state.skipped``; factors and inverses are only replaced by finite ones computed
             from a finite gradient's step. "raise" fails at run time instead.
         host_flops_per_s: host throughput for the modeled time of the digital work.
+        mesh: with ``solver_axis``, spread the per-layer refreshes and applications over that axis's devices
+            (layer ``i`` on device ``i mod n``: one solver per device; ``kfac_thermo.distribute``), for a train step
+            jit-compiled on this mesh with replicated optimizer state. The result is the same as without.
+        solver_axis: the mesh axis the layers are spread over (the data axis in data-parallel training).
     """
     loss_fn = Loss(loss)
     if not callable(predict_fn):
@@ -152,6 +160,12 @@ def scale_by_kfac(
     if isinstance(solver, ThermoKronecker):
         needs_key(solver.device, key)
     name = "kfac"
+    if mesh is not None:
+        axis_size(mesh, solver_axis)  # fails early, naming the mesh's axes
+    if mesh is None:
+        per_layer = lambda fns, operands: [fn(operand) for fn, operand in zip(fns, operands)]
+    else:
+        per_layer = lambda fns, operands: distribute(fns, operands, mesh, solver_axis)
 
     def init_fn(params):
         model = KFACModel(predict_fn, params, example_inputs, fallback)
@@ -225,7 +239,8 @@ def scale_by_kfac(
         # 2. Inverses, from the accepted factors; a non-finite refresh keeps the previous ones.
         def refresh_inverses(blocks):
             keys = jr.split(key_refresh, len(blocks))
-            results = [s.refresh(A, S, damping_value, k) for s, (A, S), k in zip(solvers, blocks, keys)]
+            results = per_layer([lambda op, s=s: s.refresh(*op) for s in solvers],
+                                [(A, S, damping_value, k) for (A, S), k in zip(blocks, keys)])
             new = tuple(r[0] for r in results)
             ok = accepted & _all_finite(new)
             return (jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), new, state.inverses),
@@ -239,7 +254,7 @@ def scale_by_kfac(
         # 3. Directions.
         G = model.matrices(g_leaves)
         keys = jr.split(key_apply, len(G))
-        applied = [s.apply(inv, g, k) for s, inv, g, k in zip(solvers, inverses, G, keys)]
+        applied = per_layer([lambda op, s=s: s.apply(*op) for s in solvers], list(zip(inverses, G, keys)))
         direction = model.unmatrices([a[0] for a in applied], g_leaves)
         for i, d in zip(model.rest, diagonals if fallback == "diagonal" else [None] * len(model.rest)):
             curvature_i = 1.0 if d is None else d

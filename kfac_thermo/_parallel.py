@@ -33,13 +33,14 @@ def data_mesh(num_devices: int | None = None, axis: str = "data") -> Mesh:
     devices = jax.devices()
     count = len(devices) if num_devices is None else num_devices
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(devices):
-        raise ValueError(f"num_devices must be an int in [1, {len(devices)}] (the {jax.default_backend()} devices "
-                         f"available; on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N), "
-                         f"got {num_devices!r}")
+        raise ValueError(f"asked for {num_devices!r} devices along mesh axis {axis!r}, but there are "
+                         f"{len(devices)} {jax.default_backend()} device(s) (an int from 1 to {len(devices)}; on CPU, "
+                         f"XLA_FLAGS=--xla_force_host_platform_device_count=N before importing jax makes N)")
     return jax.make_mesh((count,), (axis,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices[:count])
 
 
-def _axis_size(mesh: Mesh, axis: str) -> int:
+def axis_size(mesh: Mesh, axis: str) -> int:
+    """The number of devices along ``axis`` of ``mesh`` (an error naming the mesh's axes if it has none)."""
     if axis not in mesh.shape:
         raise ValueError(f"mesh has axes {tuple(mesh.shape)}, not {axis!r}")
     return mesh.shape[axis]
@@ -52,7 +53,7 @@ def shard_batch(batch: PyTree, mesh: Mesh, axis: str = "data") -> PyTree:
     slice and the global batch is their concatenation in process order. The global batch size must be a
     multiple of the axis size (every device gets the same number of examples).
     """
-    size = _axis_size(mesh, axis)
+    size = axis_size(mesh, axis)
     sharding = NamedSharding(mesh, P(axis))
 
     def place(leaf):
@@ -81,7 +82,7 @@ def distribute(
     For use inside a jit-compiled function whose operands are replicated. Each ``fn`` must be deterministic in
     its operand (a PRNG key passed as part of it is fine). Outputs may be float, integer or bool arrays.
     """
-    size = _axis_size(mesh, axis)
+    size = axis_size(mesh, axis)
     shapes = [jax.eval_shape(fn, operand) for fn, operand in zip(fns, operands)]
 
     def owned(index: int, fn: Callable, shape: PyTree, operand: PyTree) -> PyTree:
