@@ -15,11 +15,12 @@ import os
 import platform
 import statistics
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import jax
 
 GIB = float(2**30)
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -52,9 +53,10 @@ def summary(times: Sequence[float], first_call_s: float | None = None) -> dict:
     }
 
 
-def interleaved(runners: dict[str, Callable[[int], float]], repeats: int, pause_s: float = 0.0,
-                ) -> dict[str, list[float]]:
-    """Seconds of each runner per repeat, called in turn (a, b, a, b, ...); ``runner(seed) -> seconds``.
+def interleaved(runners: dict[str, Callable[[int], T]], repeats: int, pause_s: float = 0.0,
+                ) -> dict[str, list[T]]:
+    """What each runner returns per repeat, called in turn (a, b, a, b, ...); ``runner(seed) -> seconds`` (or any
+    measurement, e.g. a ``(wall, cpu)`` pair).
 
     ``pause_s`` sleeps before each call (lets another process's XLA worker threads stop spinning).
     """

@@ -17,7 +17,9 @@ Sections (``--only`` / ``--skip`` take these names):
                NGD-Woodbury, as simulated wall time and as modeled hardware time from the transform's state.
   memory       TNGD at N ~ 1e6 with b dz = 640 (MLP 784-1258-10, batch 64): XLA's memory analysis of the
                compiled step, and the peak RSS of one step measured in a fresh subprocess.
-  kfac_jax     K-FAC against kfac-jax: taken from scripts/bench_kfac.py if it provides ``kfac_jax_ratio``.
+  kfac_jax     K-FAC and thermodynamic K-FAC against DeepMind's kfac-jax (scripts/bench_kfac_jax.py: kfac-jax
+               0.0.8 on jax 0.8.3 in its own virtual environment, a worker subprocess, interleaved rounds) on the
+               MLP 784-1024-1024-10, batch 512, curvature and inverse refresh every 1 and every 10 steps.
   convergence  steps and modeled hardware time to 90% and 95% test accuracy, each optimizer against Adam, 3
                seeds, median (experiments.run through Hydra, scripts/figures.py's configurations; finished run
                directories under --runs-dir are reused). Full run: the MNIST split in ../shared/data/mnist (Adam,
@@ -45,7 +47,10 @@ bench.json keys (schema "bench/1"; a value that could not be measured is null an
   ratios.ngd_cg_step_over_adam                   NGD-CG (c = 200) / Adam
   ratios.kfac_step_over_adam                     digital K-FAC (refresh 10) / Adam, MLP 784-1024-1024-10, b 512
   ratios.thermo_kfac_step_over_adam              thermodynamic K-FAC (refresh 10) / Adam, same MLP and batch
-  ratios.kfac_step_over_kfac_jax                 our K-FAC / kfac-jax
+  ratios.kfac_step_over_kfac_jax                 our K-FAC / kfac-jax (ggn_curvature_prop, its default), refresh
+                                                 10, MLP 784-1024-1024-10, b 512, raw wall times per step
+  ratios.thermo_kfac_step_over_kfac_jax          thermodynamic K-FAC (ideal device, solve) / kfac-jax, same
+  ratios.<...>_over_kfac_jax_refresh1            the same two with curvature and inverses refreshed every step
   ratios_median.*                                the same ratios of medians
   convergence.<opt>_steps_to_<p>_over_adam       median steps to p% test accuracy / Adam's on the primary task
                                                  (meta.convergence_task: mnist, or digits with --quick); p = 90,
@@ -121,7 +126,7 @@ TARGETS = {  # name: (key, bound): the target is met when the value is <= the bo
     "tngd_t50_step_le_10x_adam": ("ratios.tngd_t50_step_over_adam", 10.0),
     "tngd_mc_fisher_step_le_3x_adam": ("ratios.tngd_mc_fisher_step_over_adam", 3.0),
     "thermo_kfac_step_le_3x_adam": ("ratios.thermo_kfac_step_over_adam", 3.0),
-    "thermo_kfac_le_half_kfac_jax": ("ratios.kfac_step_over_kfac_jax", 0.5),
+    "thermo_kfac_le_half_kfac_jax": ("ratios.thermo_kfac_step_over_kfac_jax", 0.5),
     "ou_sampler_at_least_public_thermox": ("ratios.ou_exact_over_thermox", 1.0),
     "tngd_steps_to_90_le_half_adam": ("convergence.tngd_steps_to_90_over_adam", 0.5),
     "tngd_steps_to_95_le_half_adam": ("convergence.tngd_steps_to_95_over_adam", 0.5),
@@ -256,24 +261,13 @@ def _kfac_state(state):
     return next((s for s in jax.tree_util.tree_leaves(state, is_leaf=is_kfac) if is_kfac(s)), None)
 
 
-def section_kfac_jax(quick: bool) -> dict:
-    """K-FAC against kfac-jax, if scripts/bench_kfac.py provides it as ``kfac_jax_ratio(quick=...)``.
+def section_kfac_jax(quick: bool, cache_dir=None) -> dict:
+    """scripts/bench_kfac_jax.py's ``kfac_jax_ratio``: ``ratios`` (of minima), ``ratios_median`` and ``reason``
+    (None, or why kfac-jax could not run), per refresh period; its environment is kept under ``cache_dir``."""
+    import bench_kfac_jax
 
-    The contract: it returns ``{"kfac_step_over_kfac_jax": float | None, "reason": str | None, ...}``.
-    """
-    try:
-        import bench_kfac
-    except Exception as error:  # noqa: BLE001
-        return {"kfac_step_over_kfac_jax": None, "reason": f"scripts/bench_kfac.py did not import: {error!r}"}
-    provider = getattr(bench_kfac, "kfac_jax_ratio", None)
-    if provider is None:
-        return {"kfac_step_over_kfac_jax": None,
-                "reason": "scripts/bench_kfac.py does not measure kfac-jax (it has no kfac_jax_ratio(quick=...) "
-                          "function), so the comparison was not run"}
-    result = dict(provider(quick=quick))
-    result.setdefault("kfac_step_over_kfac_jax", None)
-    result.setdefault("reason", None)
-    return result
+    options = {} if cache_dir is None else {"cache_dir": pathlib.Path(cache_dir)}
+    return bench_kfac_jax.kfac_jax_ratio(quick, **options)
 
 
 # ==================================================================================================
@@ -682,11 +676,14 @@ def assemble(sections: dict, errors: dict, meta: dict) -> dict:
             ratios[key] = ratios_median[key] = None
             reasons[f"ratios.{key}"] = _why(errors, "kfac", f"{name} not timed in this run (--quick times Adam and "
                                                             "thermodynamic K-FAC only)")
+    import bench_kfac_jax
+
     kj = sections.get("kfac_jax")
-    ratios["kfac_step_over_kfac_jax"] = ratios_median["kfac_step_over_kfac_jax"] = (
-        kj.get("kfac_step_over_kfac_jax") if kj else None)
-    if ratios["kfac_step_over_kfac_jax"] is None:
-        reasons["ratios.kfac_step_over_kfac_jax"] = kj["reason"] if kj else _why(errors, "kfac_jax", "")
+    for key in bench_kfac_jax.RATIO_KEYS:
+        ratios[key] = kj["ratios"].get(key) if kj else None
+        ratios_median[key] = kj["ratios_median"].get(key) if kj else None
+        if ratios[key] is None:
+            reasons[f"ratios.{key}"] = kj["reason"] or "not measured" if kj else _why(errors, "kfac_jax", "")
 
     mem = sections.get("memory")
     if mem and mem["xla"]:
@@ -854,10 +851,9 @@ def report(bench: dict) -> str:
                   ]), "" if not mem.get("rss_reason") else f"\nRSS not measured: {mem['rss_reason']}", ""]
     kj = sections.get("kfac_jax")
     if kj:
-        lines += ["## 4. K-FAC against kfac-jax", "",
-                  f"ratio: {fmt(kj.get('kfac_step_over_kfac_jax'), '.3g')}"
-                  + (f" ({kj['reason']})" if kj.get("reason") else ""),
-                  ""]
+        import bench_kfac_jax
+
+        lines += ["## 4. K-FAC against kfac-jax (scripts/bench_kfac_jax.py)", "", bench_kfac_jax.report(kj), ""]
     conv = sections.get("convergence")
     if conv:
         lines += [convergence_report(conv), ""]
@@ -946,7 +942,7 @@ def run_sections(args) -> tuple[dict, dict]:
         "kfac": lambda: section_kfac(args.quick),
         "scaling": lambda: section_scaling(args.quick),
         "memory": lambda: section_memory(args.quick),
-        "kfac_jax": lambda: section_kfac_jax(args.quick),
+        "kfac_jax": lambda: section_kfac_jax(args.quick, cache_dir=args.cache_dir),
         "convergence": lambda: section_convergence(args.quick, data_dir=data_dir, seeds=args.seeds,
                                                    runs_dir=args.runs_dir),
     }
@@ -983,7 +979,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="convergence seeds (default 3)")
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench"),
                         help="convergence run directories (finished runs are reused)")
-    parser.add_argument("--cache-dir", default=None, help="where the public thermox's virtual environment is kept")
+    parser.add_argument("--cache-dir", default=None,
+                        help="where the public thermox's and kfac-jax's virtual environments are kept")
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_probe is not None:

@@ -27,8 +27,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +48,9 @@ jax.config.update("jax_enable_x64", False)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import interleaved as _interleaved  # noqa: E402
 from _timing import markdown_table, ms, summary, timed, warm_up  # noqa: E402
+from _venv import (  # noqa: E402
+    DEFAULT_CACHE_DIR, Worker, cached_venv, latest_version, parse_args, serve, start_worker,
+)
 
 SCHEMA = "bench_ou/1"
 NUM_TIMES = 1000
@@ -133,22 +134,18 @@ def worker_main() -> None:
     """Serve JSON-line requests on stdin: load a problem, time a call, or sample final points."""
     import importlib.metadata
 
-    sampler = None
-    for line in sys.stdin:
-        request = json.loads(line)
-        op = request["op"]
-        if op == "versions":
-            reply = {name: importlib.metadata.version(name) for name in ("thermox", "jax", "jaxlib")}
-        elif op == "load":
-            sampler = PublicSampler(request["path"])
-            reply = {"first_call_s": sampler.first_call_s}
-        elif op == "time":
-            reply = {"seconds": sampler.time(request["variant"], request["seed"])}
-        elif op == "final_points":
-            reply = {"points": sampler.final_points(request["seed"], request["num"])}
-        else:
-            raise ValueError(f"unknown request {op!r}")
-        print(json.dumps(reply), flush=True)
+    loaded: dict[str, PublicSampler] = {}
+
+    def load(path: str) -> dict:
+        loaded["sampler"] = PublicSampler(path)
+        return {"first_call_s": loaded["sampler"].first_call_s}
+
+    serve({
+        "versions": lambda: {name: importlib.metadata.version(name) for name in ("thermox", "jax", "jaxlib")},
+        "load": load,
+        "time": lambda variant, seed: {"seconds": loaded["sampler"].time(variant, seed)},
+        "final_points": lambda seed, num: {"points": loaded["sampler"].final_points(seed, num)},
+    })
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,91 +153,22 @@ def worker_main() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-class Unavailable(Exception):
-    """The public thermox could not be installed or run; the message is the reason."""
-
-
-def run(cmd: list[str], timeout: float = 900) -> str:
-    """Run a command; its stdout, or ``Unavailable`` with the tail of its output."""
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise Unavailable(f"{' '.join(cmd[:4])}: {error}") from error
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise Unavailable(f"{' '.join(cmd[:4])} exited {done.returncode}: {' | '.join(tail)}")
-    return done.stdout
-
-
-def latest_public_version() -> str:
-    """The newest ``thermox`` version on the package index (``pip index versions``)."""
-    out = run([sys.executable, "-m", "pip", "index", "versions", "thermox"], timeout=300)
-    for line in out.splitlines():
-        if line.startswith("thermox ("):
-            return line.split("(")[1].split(")")[0]
-    raise Unavailable(f"pip index versions thermox gave no version: {out.strip()[:200]}")
-
-
 def public_python(cache_dir: Path) -> Path:
-    """The interpreter of a virtual environment holding the public thermox, created if missing.
+    """The interpreter of a virtual environment holding the newest public thermox, created if missing.
 
     JAX is pinned to this environment's version so both sides run the same XLA; if that pin cannot be
     installed, the versions pip resolves are used (and recorded).
     """
-    venv = cache_dir / "bench-venv-thermox"
-    python = venv / "bin" / "python"
-    probe = [str(python), "-I", "-c", "import thermox; thermox.sample"]
-    if python.exists():
-        try:
-            run(probe, timeout=300)
-            return python
-        except Unavailable:
-            shutil.rmtree(venv)
-    version = latest_public_version()
-    print(f"creating {venv} with thermox=={version} (once; cached afterwards)", flush=True)
-    run([sys.executable, "-m", "venv", str(venv)], timeout=300)
-    pinned = [f"jax=={jax.__version__}", f"jaxlib=={jax.__version__}"]
-    install = [str(python), "-m", "pip", "install", "--quiet", f"thermox=={version}"]
-    try:
-        run(install + pinned)
-    except Unavailable:
-        run(install)
-    run(probe, timeout=300)
-    return python
+    def requirements() -> list[list[str]]:
+        public = f"thermox=={latest_version('thermox')}"
+        return [[public, f"jax=={jax.__version__}", f"jaxlib=={jax.__version__}"], [public]]
+
+    return cached_venv(cache_dir / "bench-venv-thermox", "import thermox; thermox.sample", requirements)
 
 
-class PublicWorker:
-    """This script run with ``--worker`` in the public package's environment, driven by JSON lines."""
-
-    def __init__(self, python: Path):
-        # -I: isolated mode, so no PYTHONPATH or script directory can bring our own thermox in.
-        self.process = subprocess.Popen(
-            [str(python), "-I", str(Path(__file__).resolve()), "--worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
-
-    def call(self, op: str, **kwargs) -> dict:
-        self.process.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise Unavailable(f"public thermox worker died (exit code {self.process.wait()}) during {op!r}")
-        return json.loads(line)
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
-
-
-def start_public_worker(cache_dir: Path) -> tuple[PublicWorker | None, dict]:
+def start_public_worker(cache_dir: Path) -> tuple[Worker | None, dict]:
     """Start the worker; returns it (or None) and what is recorded about the public package."""
-    try:
-        worker = PublicWorker(public_python(cache_dir))
-        versions = worker.call("versions")
-    except Unavailable as error:
-        print(f"public thermox skipped: {error}", flush=True)
-        return None, {"available": False, "reason": str(error)}
-    return worker, {"available": True, "reason": None, **versions}
+    return start_worker(lambda: public_python(cache_dir), Path(__file__).resolve(), "public thermox")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,7 +191,7 @@ def as_f32(problem: dict, names: tuple[str, ...]) -> tuple:
     return tuple(jnp.asarray(problem[name], jnp.float32) for name in names)
 
 
-def bench_path(d: int, worker: PublicWorker | None, repeats: int, tmp: Path) -> dict:
+def bench_path(d: int, worker: Worker | None, repeats: int, tmp: Path) -> dict:
     """Ours vs the public sampler on the same 1,000-point path of dimension d."""
     problem = ou_problem(d)
     ours = our_path_sampler()
@@ -297,7 +225,7 @@ def exact_final_law(problem: dict) -> tuple[np.ndarray, np.ndarray]:
     return mean, cov
 
 
-def law_check(worker: PublicWorker | None, tmp: Path) -> dict:
+def law_check(worker: Worker | None, tmp: Path) -> dict:
     """Empirical mean (and covariance trace) of the final point over LAW_SAMPLES keys, ours vs public.
 
     Disjoint keys make the two samples independent; each statistic's z-score uses the exact covariance,
@@ -440,9 +368,6 @@ def report(results: dict) -> str:
     return "\n".join(parts)
 
 
-DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "thermo-opt"
-
-
 def run_benchmarks(
     quick: bool = False,
     repeats: int | None = None,
@@ -510,12 +435,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats (a smoke run)")
     parser.add_argument("--out", default="bench_ou.json", help="JSON results file (default: bench_ou.json)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 25; quick 5)")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
-                        help="where the public thermox's virtual environment is kept")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        worker_main()
+    args = parse_args(parser, "the public thermox", worker_main)
+    if args is None:
         return 0
 
     results = run_benchmarks(args.quick, args.repeats, cache_dir=args.cache_dir)

@@ -18,7 +18,8 @@ import bench  # noqa: E402
 
 REQUIRED_KEYS = {
     "ratios": ["ou_exact_over_thermox", "tngd_t50_step_over_adam", "tngd_mc_fisher_step_over_adam",
-               "tngd_adam_step_over_adam", "thermo_kfac_step_over_adam", "kfac_step_over_kfac_jax"],
+               "tngd_adam_step_over_adam", "thermo_kfac_step_over_adam", "kfac_step_over_kfac_jax",
+               "thermo_kfac_step_over_kfac_jax"],
     "convergence": ["tngd_steps_to_90_over_adam", "thermo_kfac_steps_to_90_over_adam", "tngd_steps_to_95_over_adam",
                     "thermo_kfac_steps_to_95_over_adam"],
     "memory": ["tngd_n1e6_peak_gib"],
@@ -75,9 +76,17 @@ def test_ou_section_without_the_public_package():
     assert result["raw"]["ou_path"][0]["ours"]["min_s"] > 0
 
 
-def test_kfac_jax_section_gives_a_reason_when_unavailable():
-    result = bench.section_kfac_jax(True)
-    assert result["kfac_step_over_kfac_jax"] is not None or result["reason"]
+@pytest.fixture
+def no_venv_dir(tmp_path):
+    """A cache directory under which no virtual environment can be created (it is a file): kfac-jax is skipped."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    return blocker
+
+
+def test_kfac_jax_section_gives_a_reason_when_unavailable(no_venv_dir):
+    result = bench.section_kfac_jax(True, cache_dir=no_venv_dir)
+    assert result["kfac_step_over_kfac_jax"] is None and result["reason"]
 
 
 def test_convergence_bookkeeping():
@@ -87,8 +96,8 @@ def test_convergence_bookkeeping():
     assert bench.median_or_none([10, None, 20]) == 20 and bench.median_or_none([10, None, None]) is None
 
 
-def test_assembled_json_has_every_documented_key_and_a_reason_for_each_null(steps):
-    sections = {"steps": steps, "kfac_jax": bench.section_kfac_jax(True)}
+def test_assembled_json_has_every_documented_key_and_a_reason_for_each_null(steps, no_venv_dir):
+    sections = {"steps": steps, "kfac_jax": bench.section_kfac_jax(True, cache_dir=no_venv_dir)}
     meta = {"date": "today", "command": "python scripts/bench.py", "git_sha": None, "quick": True,
             "machine": _timing.machine(), "load_avg_start": 0.0, "load_avg_end": 0.0, "elapsed_s": 1.0}
     result = bench.assemble(sections, {"_skipped": {"ou": "test"}}, meta)
