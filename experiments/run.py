@@ -28,8 +28,9 @@ from .trainer import DATA_AXIS, train
 
 def start_processes(cfg) -> None:
     """``jax.distributed.initialize`` for a multi-host launch (``mesh.distributed=true``); None fields are left
-    to JAX's cluster auto-detection."""
+    to JAX's cluster auto-detection. CPU hosts exchange their collectives with gloo."""
     if cfg.distributed:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=cfg.coordinator_address, num_processes=cfg.num_processes,
                                    process_id=cfg.process_id)
 

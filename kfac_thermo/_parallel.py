@@ -68,9 +68,17 @@ def shard_batch(batch: PyTree, mesh: Mesh, axis: str = "data") -> PyTree:
 
 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-    """``tree`` (parameters, optimizer state) replicated on every device of ``mesh``. Every process must pass
-    the same values."""
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    """``tree`` (parameters, optimizer state, PRNG keys) replicated on every device of ``mesh``, from this
+    process's values (with several processes, every process must pass the same values)."""
+    sharding = NamedSharding(mesh, P())
+
+    def place(leaf):
+        if jax.dtypes.issubdtype(jnp.result_type(leaf), jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(place(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf))
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree_util.tree_map(place, tree)
 
 
 def distribute(

@@ -5,6 +5,8 @@ difference between parameters after three float64 steps on one device and on a b
 (K-FAC also with its per-layer solves spread over the devices), and whether every device holds the same values.
 ``python tests/sharding_worker.py distribute`` checks ``kfac_thermo.distribute`` against a plain loop.
 ``python tests/sharding_worker.py runner DIR`` trains digits for a few steps with ``mesh.data=4`` and 1.
+``python tests/sharding_worker.py host DIR PORT ID`` is process ID of a 2-process (2 hosts x 2 devices) run of the
+same job with ``mesh.data=4 mesh.distributed=true``, coordinated on localhost:PORT.
 """
 
 from __future__ import annotations
@@ -114,34 +116,51 @@ def compare_distribute() -> dict:
     }
 
 
-def compare_runner(run_dir: str) -> dict:
-    """The hydra runner (float32, as users train) with ``mesh.data=4`` and ``mesh.data=1``, and the error for a
-    batch the devices can't share."""
+RUNNER_JOB = ["run.max_steps=3", "run.eval_every=3", "run.progress=false", "run.plots=false"]
+
+
+def train_runner(run_dir: str, *overrides: str) -> list[float]:
+    """Train the digits job with ``overrides`` into ``run_dir``; its per-step training losses (process 0)."""
     from hydra import compose, initialize_config_dir
 
     from experiments import rundir
     from experiments.run import run
 
     configs = str(pathlib.Path(__file__).resolve().parents[1] / "configs")
-    losses, errors = {}, {}
     with initialize_config_dir(config_dir=configs, version_base="1.3"):
-        for optimizer in ("kfac", "tngd"):
-            for devices in (1, 4):
-                cfg = compose("config", overrides=[f"optimizer={optimizer}", f"mesh.data={devices}", "run.max_steps=3",
-                                                   "run.eval_every=3", "run.progress=false", "run.plots=false"])
-                out = f"{run_dir}/{optimizer}-{devices}"
-                run(cfg, out)
-                losses[f"{optimizer} {devices}"] = [r["train_loss"] for r in rundir.read_metrics(out)]
-        for overrides in (["mesh.data=3"], ["mesh.data=8"]):
-            try:
-                run(compose("config", overrides=["optimizer=adam", "run.max_steps=1", *overrides]), f"{run_dir}/bad")
-                errors[overrides[0]] = None
-            except ValueError as error:
-                errors[overrides[0]] = str(error)
+        run(compose("config", overrides=[*RUNNER_JOB, *overrides]), run_dir)
+    return [r["train_loss"] for r in rundir.read_metrics(run_dir)] if jax.process_index() == 0 else []
+
+
+def compare_runner(run_dir: str) -> dict:
+    """The hydra runner (float32, as users train) with ``mesh.data=4`` and ``mesh.data=1``, and the error for a
+    batch the devices can't share."""
+    losses, errors = {}, {}
+    for optimizer in ("kfac", "tngd"):
+        for devices in (1, 4):
+            losses[f"{optimizer} {devices}"] = train_runner(f"{run_dir}/{optimizer}-{devices}",
+                                                            f"optimizer={optimizer}", f"mesh.data={devices}")
+    for override in ("mesh.data=3", "mesh.data=8"):
+        try:
+            train_runner(f"{run_dir}/bad", "optimizer=adam", override)
+            errors[override] = None
+        except ValueError as error:
+            errors[override] = str(error)
     return {"losses": losses, "errors": errors}
 
 
+def run_host(run_dir: str, port: str, process_id: str) -> dict:
+    """This process's part of the 2-host run of the K-FAC digits job."""
+    losses = train_runner(run_dir, "optimizer=kfac", "mesh.data=4", "mesh.distributed=true",
+                          f"mesh.coordinator_address=localhost:{port}", "mesh.num_processes=2",
+                          f"mesh.process_id={process_id}")
+    return {"process_count": jax.process_count(), "device_count": jax.device_count(), "losses": losses}
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "host":  # jax.distributed must start before anything touches the devices
+        print(json.dumps(run_host(*sys.argv[2:])))
+        sys.exit()
     assert jax.device_count() == 4, f"expected 4 host devices, got {jax.device_count()}"
     if sys.argv[1] == "runner":
         print(json.dumps(compare_runner(sys.argv[2])))

@@ -11,6 +11,7 @@ chain, 1.2e-7 * 1e4 * 3 = 3.6e-3, so 4e-3 relative.
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -21,13 +22,27 @@ WORKER = pathlib.Path(__file__).with_name("sharding_worker.py")
 ROOT = WORKER.parents[1]
 
 
-def on_four_devices(*args) -> dict:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+def worker(*args, devices: int = 4) -> subprocess.Popen:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
                PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, str(WORKER), *args], env=env, capture_output=True, text=True,
-                          timeout=1200, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return subprocess.Popen([sys.executable, str(WORKER), *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def result(process: subprocess.Popen) -> dict:
+    stdout, stderr = process.communicate(timeout=1200)
+    assert process.returncode == 0, stderr[-4000:]
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def on_four_devices(*args) -> dict:
+    return result(worker(*args))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +64,26 @@ def test_distribute_is_bitwise_the_plain_loop():
     assert result["dtypes"] == ["float64", "float64", "bool", "int64"]
 
 
-def test_runner_mesh_data_4_equals_one_device_and_rejects_uneven_batches(tmp_path):
-    result = on_four_devices("runner", str(tmp_path))
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory):
+    return on_four_devices("runner", str(tmp_path_factory.mktemp("runner")))
+
+
+def test_runner_mesh_data_4_equals_one_device_and_rejects_uneven_batches(runner):
     for optimizer in ("kfac", "tngd"):
-        np.testing.assert_allclose(result["losses"][f"{optimizer} 4"], result["losses"][f"{optimizer} 1"], rtol=4e-3)
-    assert "mesh.data=3" in result["errors"]["mesh.data=3"] and "divisible by 3" in result["errors"]["mesh.data=3"]
-    assert "there are 4 cpu device(s)" in result["errors"]["mesh.data=8"]
+        np.testing.assert_allclose(runner["losses"][f"{optimizer} 4"], runner["losses"][f"{optimizer} 1"], rtol=4e-3)
+    assert "mesh.data=3" in runner["errors"]["mesh.data=3"] and "divisible by 3" in runner["errors"]["mesh.data=3"]
+    assert "there are 4 cpu device(s)" in runner["errors"]["mesh.data=8"]
+
+
+def test_two_host_launch_equals_one_device(runner, tmp_path):
+    """Two processes with two devices each (jax.distributed on localhost, gloo collectives): mesh.data=4 over
+    both hosts; process 0 writes the metrics."""
+    port = str(free_port())
+    hosts = [worker("host", str(tmp_path), port, str(i), devices=2) for i in range(2)]
+    first, second = (result(host) for host in hosts)
+    assert first["process_count"] == 2 and first["device_count"] == 4 and second["losses"] == []
+    np.testing.assert_allclose(first["losses"], runner["losses"]["kfac 1"], rtol=4e-3)
 
 
 def test_shard_batch_and_mesh_errors_on_one_device():
