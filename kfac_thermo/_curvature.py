@@ -68,10 +68,9 @@ class BatchCurvature:
 
         return jax.vmap(grad_one)(self.inputs, targets)
 
-    def directions(self) -> Float[Array, "b dz m"]:
-        """``R_i`` with ``W = [J_i^T R_i] / sqrt(b)``: ``L_i`` for the GGN, the loss gradient in the outputs
-        (at the data or at a sampled target) for the Fisher variants."""
-        z = self.outputs(self.flat)
+    def directions(self, z: Float[Array, "b dz"]) -> Float[Array, "b dz m"]:
+        """``R_i`` with ``W = [J_i^T R_i] / sqrt(b)`` at the batch outputs ``z``: ``L_i`` for the GGN, the loss
+        gradient in the outputs (at the data or at a sampled target) for the Fisher variants."""
         if self.kind == "ggn":
             return jax.vmap(self.loss.hessian_factor)(z, self.targets)
         targets = self.targets
@@ -83,37 +82,31 @@ class BatchCurvature:
     def low_rank(self) -> tuple[Float[Array, "r r"], Callable, Callable]:
         """``(W^T W, c -> W c, v -> W^T v)`` without forming ``W``.
 
-        The Gram matrix comes from the model's layer structure (:class:`TappedModel`): one forward and m reverse
-        passes per example plus per-layer inner products; each product with ``W`` or ``W^T`` is one
-        vector-Jacobian or Jacobian-vector product of the batch.
+        All three come from the model's layer structure (:meth:`TappedModel.jacobian`): one forward and m reverse
+        passes of the batch, then per-layer contractions of the layer inputs and output derivatives (no further
+        model calls).
         """
-        b = self.batch_size
-        R = self.directions()
+        scale = 1.0 / jnp.sqrt(self.batch_size)
+        params = self.unravel(self.flat)
         example = jax.tree_util.tree_map(lambda leaf: leaf[0], self.inputs)
-        tapped = TappedModel(self.predict_fn, self.unravel(self.flat), example)
-        gram = tapped.jacobian_gram(self.unravel(self.flat), self.inputs, R)
-        m = R.shape[2]
-        gram = gram.reshape(b * m, b * m) / b
-        _, jvp = jax.linearize(self.outputs, self.flat)
-        vjp = jax.linear_transpose(jvp, self.flat)
-        scale = 1.0 / jnp.sqrt(b)
+        rows = TappedModel(self.predict_fn, params, example).jacobian(
+            params, self.inputs, lambda z: jnp.moveaxis(self.directions(z), 2, 0) * scale)
+        treedef = jax.tree_util.tree_structure(params)
 
         def factor(c):
-            (out,) = vjp(jnp.einsum("icm,im->ic", R, c.reshape(b, m)) * scale)
-            return out
+            return ravel_pytree(jax.tree_util.tree_unflatten(treedef, rows.apply(c)))[0]
 
         def factor_transpose(v):
-            return (jnp.einsum("icm,ic->im", R, jvp(v)) * scale).reshape(-1)
+            return rows.transpose_apply(jax.tree_util.tree_leaves(self.unravel(v)))
 
-        return gram, factor, factor_transpose
+        return rows.gram(), factor, factor_transpose
 
     def factor(self) -> Float[Array, "N r"]:
         """``W`` with ``G = W W^T``, formed explicitly (N x r)."""
         b = self.batch_size
         if self.kind == "ggn":
             jac = jax.vmap(lambda x: jax.jacrev(self._single_output)(self.flat, x))(self.inputs)  # b dz N
-            z = self.outputs(self.flat)
-            L = jax.vmap(self.loss.hessian_factor)(z, self.targets)  # b dz dz
+            L = self.directions(self.outputs(self.flat))  # b dz m
             W = jnp.einsum("icn,icd->nid", jac, L) / jnp.sqrt(b)
             return W.reshape(W.shape[0], -1)
         if self.kind == "empirical_fisher":

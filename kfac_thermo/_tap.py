@@ -1,26 +1,26 @@
 r"""Per-layer structure of a model's output Jacobian, found in its jaxpr (no model rewriting).
 
-For a dense product ``y = P x`` inside the model (a ``dot_general`` with a parameter array ``P`` as one
-operand), the Jacobian of output ``k`` of example ``i`` with respect to ``P`` is ``sum_s delta_ik[s] (x) a_i[s]``,
-with ``a_i[s]`` the layer input at position ``s`` (tokens, pixels; one position for an MLP) and ``delta_ik[s]`` the
-derivative of the output in direction ``k`` with respect to ``y`` there. So the Gram matrix of Jacobian rows needs
-only inner products of inputs and of deltas:
+A layer ``y = op(x, W) (+ bias)`` inside the model (a ``dot_general`` or ``conv_general_dilated`` with a parameter
+operand used nowhere else, or a product marked with :func:`register_dense`; :class:`LayerTap`) sees its weight as
+a matrix ``W`` (n_out x n_in, the bias folded in as an input column fed by 1) acting on input rows ``a_i[t]`` (the
+layer input, or a convolution patch, at position ``t``: tokens, pixels; one position for an MLP). The Jacobian of
+output direction ``k`` of example ``i`` with respect to ``W`` is ``sum_t delta_ik[t] a_i[t]^T``, with
+``delta_ik[t]`` the derivative of that output with respect to ``y`` at ``t``. So the Gram matrix of Jacobian rows
+needs only the layer's inputs and deltas:
 
-    <J_ik, J_jl>_P = sum_{s,t} (a_i[s] . a_j[t]) (delta_ik[s] . delta_jl[t])
+    <J_ik, J_jl>_W = sum_{t,u} (a_i[t] . a_j[u]) (delta_ik[t] . delta_jl[u])
 
-which costs ``b^2 S^2 (n_in + m^2 n_out)`` instead of ``(b m)^2 n_in n_out``. The deltas of every layer come from
-one vector-Jacobian product per direction ``k`` with respect to zero-valued probes added to each layer's output,
-the layer inputs from the same forward pass. Parameters not used as a dense operand (convolution kernels, biases,
-parameters used more than once) get their per-example Jacobian rows explicitly.
+(:class:`JacobianRows` evaluates it in that form or through the explicit per-example Jacobians, whichever costs
+less, and the products with ``W`` and ``W^T`` the same way). The deltas of every layer come from one reverse pass
+per direction ``k`` with respect to zero-valued probes added to each layer's output, after one forward pass that
+also records the layer inputs. Parameters in no layer (used more than once, or by other operations) get their
+per-example Jacobian rows from the same reverse passes.
 
 The model is traced for a single example (``predict_fn(params, x[None])[0]``) and evaluated by a small jaxpr
-interpreter; dense products hidden inside nested calls (``jit``, ``custom_vjp``) are not seen and fall back to the
-explicit path, which is exact but slower. :meth:`TappedModel.describe` lists what was found.
-
-K-FAC needs more of the same structure (:attr:`TappedModel.layers`, :class:`LayerTap`): dense products as above,
-convolutions (``conv_general_dilated`` with a parameter kernel, one feature group) and products the user marked
-with :func:`register_dense`, each with the bias added right after it (found by following the product's output
-through reshapes to an ``add`` with a parameter, and checked by pushing element indices through both sides).
+interpreter; products hidden inside nested calls (``jit``, ``custom_vjp``) are not seen and fall back to the
+per-example rows, which are exact but slower. K-FAC uses the same structure (:attr:`TappedModel.layers`): the
+bias added right after a product is found by following the product's output through reshapes to an ``add`` with a
+parameter, and checked by pushing element indices through both sides.
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def find_layer_taps(jaxpr, num_leaves: int) -> list[LayerTap]:
 
 
 class TappedModel:
-    """A single-example trace of ``predict_fn`` with its dense layers located.
+    """A single-example trace of ``predict_fn`` with its layers located.
 
     Args:
         predict_fn: ``predict_fn(params, inputs) -> outputs`` over a batch.
@@ -261,6 +261,7 @@ class TappedModel:
     def __init__(self, predict_fn: Callable, params: PyTree, example: PyTree):
         leaves, self.treedef = jax.tree_util.tree_flatten(params)
         self.paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+        self.shapes = [tuple(jnp.shape(leaf)) for leaf in leaves]
         self.num_leaves = len(leaves)
         treedef = self.treedef
 
@@ -270,14 +271,17 @@ class TappedModel:
 
         abstract = lambda tree: jax.tree_util.tree_map(lambda l: jax.ShapeDtypeStruct(jnp.shape(l), jnp.result_type(l)), tree)
         self.closed = jax.make_jaxpr(single)(abstract(leaves), abstract(example))
-        self.taps = _find_dense_taps(self.closed.jaxpr, self.num_leaves)
-        tapped = {tap.leaf for tap in self.taps}
-        self.rest = [i for i in range(self.num_leaves) if i not in tapped]
 
     @functools.cached_property
     def layers(self) -> list[LayerTap]:
         """The Kronecker-factorable layers (K-FAC's blocks), in program order."""
         return find_layer_taps(self.closed.jaxpr, self.num_leaves)
+
+    @functools.cached_property
+    def rest(self) -> list[int]:
+        """The parameter leaves in no layer (neither a layer's weight nor its bias)."""
+        covered = {layer.weight for layer in self.layers} | {layer.bias for layer in self.layers}
+        return [i for i in range(self.num_leaves) if i not in covered]
 
     def uses(self) -> list[list[str]]:
         """For every parameter leaf, the operations of the single-example jaxpr that read it (looking through
@@ -298,23 +302,6 @@ class TappedModel:
             return out
 
         return [names(v) for v in self.closed.jaxpr.invars[: self.num_leaves]]
-
-    def describe(self) -> list[tuple[str, str]]:
-        """(parameter path, how its Jacobian is handled) for every parameter leaf."""
-        kinds = {tap.leaf: "dense (activation x delta Gram)" for tap in self.taps}
-        return [(path, kinds.get(i, "explicit per-example Jacobian")) for i, path in enumerate(self.paths)]
-
-    def zero_probes(self) -> list[Array]:
-        return [self.probe_like(tap.eqn_index) for tap in self.taps]
-
-    def __call__(self, leaves: list[Array], probes: list[Array], example: PyTree) -> tuple[Array, list[Array]]:
-        """One example's outputs, with ``probes[t]`` added to tap ``t``'s output; also the taps' inputs."""
-        output, recorded = self.run(
-            leaves, example,
-            probes={tap.eqn_index: probe for tap, probe in zip(self.taps, probes)},
-            record={tap.eqn_index: 1 - tap.param_position for tap in self.taps},
-        )
-        return output, [recorded[tap.eqn_index] for tap in self.taps]
 
     def run(
         self, leaves: list[Array], example: PyTree, probes: dict[int, Array], record: dict[int, int]
@@ -347,59 +334,186 @@ class TappedModel:
         aval = self.closed.jaxpr.eqns[index].outvars[0].aval
         return jnp.zeros(aval.shape, aval.dtype)
 
-    def jacobian_gram(
-        self, params: PyTree, inputs: PyTree, directions: Float[Array, "b dz m"]
-    ) -> Float[Array, "b m b m"]:
-        r"""``K[i,k,j,l] = (J_i R_i[:, k]) . (J_j R_j[:, l])`` over all parameters, where ``J_i`` is example
-        ``i``'s output Jacobian (transposed: ``J_i^T R_i`` are parameter-space vectors) and ``R_i = directions[i]``.
+    def blocks(self, leaves: list[Array]) -> tuple[list[Array], list[Array]]:
+        """A parameter-space vector (as leaves) in the layer structure: each layer's weight as its matrix
+        ``[W | b]`` (n_out x n_in, the bias as a last column, in the order of :func:`input_rows` and
+        :func:`delta_rows`), and the :attr:`rest` leaves. Linear, and a permutation of the entries."""
+        matrices = []
+        for layer in self.layers:
+            shape = self.shapes[layer.weight]
+            n_out = math.prod(shape[d] for d in layer.weight_out)
+            matrix = jnp.transpose(leaves[layer.weight], layer.weight_out + layer.weight_in).reshape(n_out, -1)
+            if layer.bias is not None:
+                bias = leaves[layer.bias].reshape(-1)[np.asarray(layer.bias_index)]
+                matrix = jnp.concatenate([matrix, bias[:, None].astype(matrix.dtype)], axis=1)
+            matrices.append(matrix)
+        return matrices, [leaves[i] for i in self.rest]
 
-        Costs one forward and one reverse pass per (example, direction) pair, batched as one pass over b m
-        copies of the inputs (XLA runs that far faster than nesting a vmap over directions inside one over
-        examples, which turns convolutions into grouped ones), plus the per-layer Gram products.
+    def jacobian(
+        self, params: PyTree, inputs: PyTree, directions: Callable[[Float[Array, "b dz"]], Float[Array, "m b dz"]]
+    ) -> "JacobianRows":
+        r"""The columns ``J_i^T R_ik`` of a batch's output Jacobian in the layer structure, for output cotangents
+        ``R = directions(z)`` (m per example) computed from the batch's outputs ``z``.
+
+        One forward pass of the batch records each layer's input; only the reverse pass (to zero probes added to
+        each layer's output and to per-example copies of the :attr:`rest` leaves, never to the layer weights) is
+        repeated for each of the m directions.
         """
         leaves = jax.tree_util.tree_leaves(params)
-        b, m = directions.shape[0], directions.shape[2]
+        b = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+        record = {layer.eqn_index: layer.act_position for layer in self.layers}
 
-        def f(probes, rest_leaves, x):
+        def one(own, probes, x):
             merged = list(leaves)
-            for i, leaf in zip(self.rest, rest_leaves):
+            for i, leaf in zip(self.rest, own):
                 merged[i] = leaf
-            return self(merged, probes, x)
+            out, recorded = self.run(merged, x, dict(zip(record, probes)), record)
+            return out, [recorded[index] for index in record]
 
-        def per_pair(x, r):
-            _, vjp_fn, _ = jax.vjp(lambda p, rl: f(p, rl, x), self.zero_probes(), [leaves[i] for i in self.rest],
-                                   has_aux=True)
-            return vjp_fn(r)
+        own = [jnp.broadcast_to(leaves[i], (b,) + self.shapes[i]) for i in self.rest]
+        probes = [jnp.broadcast_to(self.probe_like(index), (b,) + self.probe_like(index).shape) for index in record]
+        z, vjp_fn, acts = jax.vjp(lambda own, probes: jax.vmap(one)(own, probes, inputs), own, probes, has_aux=True)
+        R = directions(z)
+        rest_rows, deltas = jax.vmap(vjp_fn)(R)
+        layer_rows = [(input_rows(layer, act, self.shapes[layer.weight]), delta_rows(layer, delta))
+                      for layer, act, delta in zip(self.layers, acts, deltas)]
+        m, b = R.shape[:2]
+        return JacobianRows(self, leaves, layer_rows, [jnp.swapaxes(r, 0, 1).reshape(b * m, -1) for r in rest_rows])
 
-        repeated = jax.tree_util.tree_map(lambda leaf: jnp.repeat(leaf, m, axis=0), inputs)
-        deltas, rest_rows = jax.vmap(per_pair)(repeated, jnp.swapaxes(directions, 1, 2).reshape(b * m, -1))
-        deltas = [d.reshape(b, m, *d.shape[1:]) for d in deltas]
-        acts = jax.vmap(lambda x: f(self.zero_probes(), [leaves[i] for i in self.rest], x)[1])(inputs)
-        gram = jnp.zeros((b, m, b, m), directions.dtype)
-        if self.rest:
-            rows = jnp.concatenate([r.reshape(b, m, -1) for r in rest_rows], axis=-1)
-            gram = gram + jnp.einsum("ikn,jln->ikjl", rows, rows)
-        for tap, act, delta in zip(self.taps, acts, deltas):
-            gram = gram + _dense_gram(tap, act, delta)
+
+class JacobianRows:
+    r"""``W`` (N x b m) with columns ``w_ik = J_i^T R_ik`` (example-major), kept in the layer structure.
+
+    A layer's part of ``w_ik`` is the matrix ``J_ik = sum_t s_ikt a_it^T`` (n_out x n_in), held either explicitly
+    (b m, n_out, n_in) or as its input rows ``a`` (b, T, n_in) and output derivatives ``s`` (m, b, T, n_out),
+    whichever makes the Gram cheaper (:func:`explicit_is_cheaper`); a rest leaf's part is its per-example rows
+    (b m, leaf size). The Gram ``W^T W`` and the products ``W c``, ``W^T v`` are exact contractions of these, with
+    no further model calls.
+    """
+
+    def __init__(self, tapped: TappedModel, leaves: list[Array], layer_rows: list[tuple[Array, Array]],
+                 rest_rows: list[Array]):
+        self.tapped, self.leaves, self.rest = tapped, leaves, rest_rows
+        self.layers = [(explicit_jacobian(a, s),) if explicit_is_cheaper(a, s) else (a, s) for a, s in layer_rows]
+
+    def gram(self) -> Float[Array, "bm bm"]:
+        """``W^T W``: per layer ``J J^T`` or :func:`pairs_gram`, plus the rest rows' inner products."""
+        gram = 0.0
+        for layer in self.layers:
+            if len(layer) == 1:
+                J = layer[0].reshape(layer[0].shape[0], -1)
+                gram = gram + J @ J.T
+            else:
+                gram = gram + pairs_gram(*layer)
+        for rows in self.rest:
+            gram = gram + rows @ rows.T
         return gram
 
+    def transpose_apply(self, leaves: list[Array]) -> Float[Array, " bm"]:
+        """``W^T v`` for ``v`` given as parameter leaves: per layer ``<J_ik, V> = sum_t s_ikt . (V a_it)``."""
+        matrices, rest = self.tapped.blocks(leaves)
+        out = 0.0
+        for layer, V in zip(self.layers, matrices):
+            if len(layer) == 1:
+                out = out + jnp.einsum("roc,oc->r", layer[0], V)
+            else:
+                a, s = layer
+                out = out + jnp.einsum("kito,ito->ik", s, jnp.einsum("itc,oc->ito", a, V)).reshape(-1)
+        for rows, leaf in zip(self.rest, rest):
+            out = out + rows @ leaf.reshape(-1)
+        return out
 
-def _dense_gram(tap: DenseTap, act: Array, delta: Array) -> Array:
-    """``sum_{s,t} (a_i[s] . a_j[t]) (delta_ik[s] . delta_jl[t])`` for one dense tap (b examples, m directions)."""
-    b, m = delta.shape[:2]
-    act_free = [d for d in range(act.ndim - 1) if d not in tap.act_contract]
-    a = jnp.transpose(act, [0] + [d + 1 for d in act_free] + [d + 1 for d in tap.act_contract])
-    num_positions = math.prod(act.shape[d + 1] for d in act_free)
-    a = a.reshape(b, num_positions, -1)
-    # dot_general output dims: lhs free dims, then rhs free dims.
-    num_act_free = len(act_free)
-    out_dims = delta.ndim - 2
-    num_param_free = out_dims - num_act_free
-    if tap.param_position == 0:
-        order = list(range(num_param_free, out_dims)) + list(range(num_param_free))
+    def apply(self, c: Float[Array, " bm"]) -> list[Array]:
+        """``W c`` as parameter leaves: per layer ``sum_ik c_ik J_ik = sum_{i,t} (sum_k c_ik s_ikt) a_it^T``."""
+        matrices = []
+        for layer in self.layers:
+            if len(layer) == 1:
+                matrices.append(jnp.einsum("r,roc->oc", c, layer[0]))
+            else:
+                a, s = layer
+                c_ik = c.reshape(a.shape[0], s.shape[0])
+                matrices.append(jnp.einsum("ito,itc->oc", jnp.einsum("kito,ik->ito", s, c_ik), a))
+        rest = [(c @ rows).reshape(self.tapped.shapes[i]) for i, rows in zip(self.tapped.rest, self.rest)]
+        (leaves,) = jax.linear_transpose(self.tapped.blocks, self.leaves)((matrices, rest))
+        return leaves
+
+
+def input_rows(layer: LayerTap, act: Array, kernel_shape: tuple[int, ...]) -> Float[Array, "b T n_in"]:
+    """A layer's input rows ``a_it`` (convolution patches for a "conv" layer), the bias's constant 1 appended.
+
+    ``act`` is the layer's input operand for a batch, (b, *operand shape of one example); ``kernel_shape`` the
+    weight leaf's shape. Positions ``t`` are ordered as in :func:`delta_rows`.
+    """
+    b = act.shape[0]
+    if layer.kind == "conv":
+        rows = _patches(layer, act, kernel_shape)
     else:
-        order = list(range(out_dims))
-    d = jnp.transpose(delta, [0, 1] + [o + 2 for o in order]).reshape(b, m, num_positions, -1)
-    if num_positions == 1:
-        return jnp.einsum("ij,ikjl->ikjl", a[:, 0] @ a[:, 0].T, jnp.einsum("iko,jlo->ikjl", d[:, :, 0], d[:, :, 0]))
-    return jnp.einsum("isc,jtc,ikso,jlto->ikjl", a, a, d, d, optimize=True)
+        positions = [d for d in range(act.ndim - 1) if d not in layer.act_features]
+        order = [0] + [d + 1 for d in positions] + [d + 1 for d in layer.act_features]
+        rows = jnp.transpose(act, order).reshape(b, -1, math.prod(act.shape[d + 1] for d in layer.act_features))
+    if layer.bias is not None:
+        rows = jnp.concatenate([rows, jnp.ones(rows.shape[:2] + (1,), rows.dtype)], axis=2)
+    return rows
+
+
+def delta_rows(layer: LayerTap, delta: Array) -> Float[Array, "m b T n_out"]:
+    """A layer's output derivatives ``s_ikt`` from its probe cotangents ``delta`` (m, b, *output of one example):
+    positions are the output axes other than ``out_channels``, in order (for a convolution: batch-of-one, then
+    spatial axes in the output spec's order, as its patches)."""
+    m, b = delta.shape[:2]
+    if layer.kind == "conv":
+        spec = layer.conv_params["dimension_numbers"].out_spec
+        positions = [spec[0]] + list(spec[2:])
+    else:
+        positions = [d for d in range(delta.ndim - 2) if d not in layer.out_channels]
+    order = [0, 1] + [d + 2 for d in positions] + [d + 2 for d in layer.out_channels]
+    n_out = math.prod(delta.shape[d + 2] for d in layer.out_channels)
+    return jnp.transpose(delta, order).reshape(m, b, -1, n_out)
+
+
+def _patches(layer: LayerTap, act: Array, kernel_shape: tuple[int, ...]) -> Float[Array, "b T n_in"]:
+    """Convolution patches as rows (features: input channel, then the kernel window in the kernel's spatial order);
+    positions: the batch-of-one axis, then the output's spatial axes in its spec's order."""
+    params = layer.conv_params
+    spec = params["dimension_numbers"]
+    b = act.shape[0]
+    # Merge the examples into the convolution's own batch axis.
+    x = jnp.moveaxis(act, 0, spec.lhs_spec[0])
+    shape = list(x.shape)
+    x = x.reshape(shape[: spec.lhs_spec[0]] + [shape[spec.lhs_spec[0]] * shape[spec.lhs_spec[0] + 1]]
+                  + shape[spec.lhs_spec[0] + 2:])
+    patches = jax.lax.conv_general_dilated_patches(
+        x, tuple(kernel_shape[d] for d in spec.rhs_spec[2:]), params["window_strides"], params["padding"],
+        params["lhs_dilation"], params["rhs_dilation"], spec,
+    )
+    patches = jnp.transpose(patches, (spec.out_spec[0],) + tuple(spec.out_spec[2:]) + (spec.out_spec[1],))
+    return patches.reshape(b, -1, patches.shape[-1])
+
+
+def explicit_is_cheaper(a: Float[Array, "b T n_in"], s: Float[Array, "m b T n_out"]) -> bool:
+    r"""Which form of a layer's Jacobian Gram costs fewer operations: the explicit Jacobians ``J_ik`` (``b m T n_in
+    n_out`` to form, ``(b m)^2 n_in n_out`` to multiply: small weights, such as a convolution kernel, at many
+    positions) or :func:`pairs_gram` (``b^2 T^2 n_in + (b m)^2 T^2 (n_out + 1)``: a large dense weight at few
+    positions; one position for an MLP layer)."""
+    b, T, n_in = a.shape
+    m, n_out = s.shape[0], s.shape[3]
+    explicit = b * m * T * n_in * n_out + (b * m) ** 2 * n_in * n_out
+    pairs = b * b * T * T * n_in + (b * m) ** 2 * T * T * (n_out + 1)
+    return explicit <= pairs
+
+
+def explicit_jacobian(a: Float[Array, "b T n_in"], s: Float[Array, "m b T n_out"]) -> Float[Array, "bm n_out n_in"]:
+    """``J_ik = sum_t s_ikt a_it^T`` for every example i and direction k, example-major ``(i, k)``."""
+    b, m = a.shape[0], s.shape[0]
+    return jnp.einsum("kito,itc->ikoc", s, a).reshape(b * m, s.shape[3], a.shape[2])
+
+
+def pairs_gram(a: Float[Array, "b T n_in"], s: Float[Array, "m b T n_out"]) -> Float[Array, "bm bm"]:
+    r"""One layer's Jacobian Gram ``<J_ik, J_jl> = sum_{t,u} (a_it . a_ju) (s_ikt . s_jlu)`` without forming
+    ``J``; rows and columns example-major ``(i, k)``."""
+    b, T, n_in = a.shape
+    m, n_out = s.shape[0], s.shape[3]
+    if T == 1:
+        s = jnp.swapaxes(s[:, :, 0], 0, 1).reshape(b * m, n_out)
+        return jnp.repeat(jnp.repeat(a[:, 0] @ a[:, 0].T, m, axis=0), m, axis=1) * (s @ s.T)
+    return jnp.einsum("itc,juc,kito,ljuo->ikjl", a, a, s, s, optimize=True).reshape(b * m, b * m)
