@@ -105,6 +105,7 @@ class Worker:
         return json.loads(line)
 
     def close(self) -> None:
+        """End the worker (end of its input) and wait for it."""
         self.process.stdin.close()
         self.process.wait(timeout=60)
 

@@ -118,15 +118,16 @@ def predict(params: Params, inputs: jax.Array) -> jax.Array:
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy over the batch (integer labels)."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def optax_step(optimizer: optax.GradientTransformation, batch: tuple) -> StepFn:
     """A jit-compiled train step (loss, gradient, update, apply) donating parameters and state."""
-    def loss_fn(params, inputs, labels):
+    def loss_fn(params: Params, inputs: jax.Array, labels: jax.Array) -> jax.Array:
         return cross_entropy(predict(params, inputs), labels)
 
-    def step(params, state, inputs, labels):
+    def step(params: Params, state: Any, inputs: jax.Array, labels: jax.Array) -> tuple[Params, Any, jax.Array]:
         loss, grads = jax.value_and_grad(loss_fn)(params, inputs, labels)
         updates, state = optimizer.update(grads, state, params, batch=(inputs, labels))
         return optax.apply_updates(params, updates), state, loss
@@ -176,7 +177,7 @@ def kfac_jax_training(mode: str, period: int) -> tuple[Training, list[str]]:
     """kfac-jax's optimizer on the problem (module docstring), and the names of the curvature blocks it chose."""
     import kfac_jax
 
-    def loss_fn(params, batch):
+    def loss_fn(params: Params, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
         logits = predict(params, batch[0])
         kfac_jax.register_softmax_cross_entropy_loss(logits, batch[1])
         return cross_entropy(logits, batch[1])
@@ -190,7 +191,7 @@ def kfac_jax_training(mode: str, period: int) -> tuple[Training, list[str]]:
     hyper = {name: jnp.asarray(value, jnp.float32)
              for name, value in (("learning_rate", LEARNING_RATE), ("momentum", 0.0), ("damping", DAMPING))}
 
-    def step(params, state, count):
+    def step(params: Params, state: Any, count: int) -> tuple[Params, Any, jax.Array]:
         params, state, stats = optimizer.step(params, state, key, batch=batch, global_step_int=count, **hyper)
         return params, state, stats["loss"]
 
@@ -201,26 +202,30 @@ def kfac_jax_training(mode: str, period: int) -> tuple[Training, list[str]]:
     return Training(step, params, state, period), blocks
 
 
-def worker_main() -> None:
-    """Serve the main process's requests: versions, set up (build and warm every optimizer), run a round."""
+def versions(*packages: str) -> dict:
+    """This environment's Python version and the installed version of each package."""
     import importlib.metadata
 
+    return {"python": platform.python_version(), **{name: importlib.metadata.version(name) for name in packages}}
+
+
+def worker_main() -> None:
+    """Serve the main process's requests: versions, set up (build and warm every optimizer), run a round."""
     trainings: dict[str, Training] = {}
 
     def setup(periods: list[int], modes: list[str]) -> dict:
-        compile_s, blocks = {}, {}
-        trainings["adam"] = optax_training(optax.adam(LEARNING_RATE), ADAM_STEPS)
+        """Build Adam and kfac-jax per (mode, period), warm them; their first-round seconds and curvature blocks."""
+        first_round_s, blocks = {}, {}
+        trainings["kfac_jax adam"] = optax_training(optax.adam(LEARNING_RATE), ADAM_STEPS)
         for mode in modes:
             for period in periods:
                 trainings[case("kfac_jax", period, mode)], blocks[mode] = kfac_jax_training(mode, period)
         for name, training in trainings.items():
-            compile_s[name] = training.warm()
-        return {"first_round_s": compile_s, "blocks": blocks}
+            first_round_s[name] = training.warm()
+        return {"first_round_s": first_round_s, "blocks": blocks}
 
     serve({
-        "versions": lambda: {"python": platform.python_version(),
-                             **{name: importlib.metadata.version(name)
-                                for name in ("kfac-jax", "jax", "jaxlib", "optax")}},
+        "versions": lambda: versions("kfac-jax", "jax", "jaxlib", "optax"),
         "setup": setup,
         "run": lambda name: {"times": trainings[name]()},
     })
@@ -259,13 +264,6 @@ def our_trainings(periods: tuple[int, ...]) -> dict[str, Training]:
     return trainings
 
 
-def our_versions() -> dict:
-    import importlib.metadata
-
-    return {"python": platform.python_version(),
-            **{name: importlib.metadata.version(name) for name in ("jax", "jaxlib", "optax")}}
-
-
 def ratio_keys(period: int) -> dict[str, str]:
     """bench.json's key for each of ours at ``period`` (un-suffixed at HEADLINE_PERIOD)."""
     suffix = "" if period == HEADLINE_PERIOD else f"_refresh{period}"
@@ -283,6 +281,7 @@ def skipped(reason: str, periods: tuple[int, ...] = PERIODS) -> dict:
 
 
 def quotient(a: float | None, b: float | None) -> float | None:
+    """``a / b``, None when either is missing (or b is 0)."""
     return None if a is None or not b else a / b
 
 
@@ -343,11 +342,10 @@ def kfac_jax_ratio(quick: bool, *, cache_dir: Path = DEFAULT_CACHE_DIR, rounds: 
         setup = worker.call("setup", periods=list(periods), modes=list(modes))
         ours = our_trainings(periods)
         first_round_s = {name: training.warm() for name, training in ours.items()}
-        first_round_s.update({f"kfac_jax {name}" if name == "adam" else name: seconds
-                              for name, seconds in setup["first_round_s"].items()})
+        first_round_s.update(setup["first_round_s"])
         theirs = lambda name: lambda seed: tuple(worker.call("run", name=name)["times"])
         runners: dict[str, Callable[[int], tuple[float, float]]] = {
-            "adam": lambda seed: ours["adam"](), "kfac_jax adam": theirs("adam")}
+            "adam": lambda seed: ours["adam"](), "kfac_jax adam": theirs("kfac_jax adam")}
         for period in periods:
             for name in OURS:
                 runners[case(name, period)] = lambda seed, n=case(name, period): ours[n]()
@@ -360,7 +358,7 @@ def kfac_jax_ratio(quick: bool, *, cache_dir: Path = DEFAULT_CACHE_DIR, rounds: 
     finally:
         worker.close()
     result = {"schema": SCHEMA, "reason": None, **summarise(times, first_round_s, periods, modes)}
-    result["versions"] = {"ours": our_versions(), "kfac_jax": kfac_jax}
+    result["versions"] = {"ours": versions("jax", "jaxlib", "optax"), "kfac_jax": kfac_jax}
     result["blocks"] = setup["blocks"]
     result["setting"] = {
         "model": "MLP " + "-".join(map(str, SIZES)) + " (ReLU)", "batch": BATCH, "dtype": "float32",
@@ -387,6 +385,7 @@ def report(result: dict) -> str:
     adams = {"adam": cases["adam"], "kfac_jax adam": cases["kfac_jax adam"]}
 
     def x_adam(name: str) -> str:
+        """The case's median wall time over its own environment's Adam."""
         adam = adams["kfac_jax adam" if name.startswith("kfac_jax") else "adam"]
         return fmt(quotient(cases[name]["wall"]["median_s"], adam["wall"]["median_s"]))
 
@@ -423,6 +422,7 @@ def report(result: dict) -> str:
 
 
 def main() -> int:
+    """The command line (module docstring); exit status 1 when kfac-jax could not run."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="5 rounds instead of 15, kfac-jax's default estimation mode only")
