@@ -6,6 +6,11 @@ GGN / Fisher products of the natural-gradient transforms and K-FAC's factor stat
 which XLA reduces across the data axis. The result equals the single-device run up to the order of those
 floating-point reductions. The mesh axes must be ``AxisType.Auto`` (:func:`data_mesh` makes one).
 
+On CPU host devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, for testing) wait for each step
+before dispatching the next (reading the loss does): XLA's CPU runtime runs the devices' programs on one shared
+thread pool, and a deep queue of steps whose all-reduces block pool threads can deadlock it (seen with jaxlib
+0.10.2 as "Expected 4 threads to join the rendezvous" and an abort after 40 s).
+
 :func:`distribute` additionally spreads independent per-layer work (K-FAC's factor inversions or device
 programming: one analog solver per device, as the thermodynamic K-FAC paper proposes) over the devices of an
 axis: block ``i`` is computed on device ``i mod n`` only and broadcast to the others with a sum in which the

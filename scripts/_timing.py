@@ -90,11 +90,15 @@ class StepTimer:
     counters, device voltages, refresh periods). With ``min_call_s``, :meth:`warm` raises ``steps_per_call``
     (in multiples of the given one, e.g. whole refresh periods) until a call lasts about that long, so a fast
     step (Adam) is averaged over as much wall time as a slow one and both see the same background load.
+    ``block_each_step`` waits for every step before dispatching the next (as a train loop that reads the loss
+    does): needed with several CPU host devices, where a deep queue of steps with collectives can deadlock
+    XLA's CPU runtime (executions blocked in an all-reduce hold the threads that the other devices' turns need).
     """
 
     def __init__(self, step: Callable, params: Any, state: Any, batch: tuple, steps_per_call: int = 1,
-                 min_call_s: float = 0.0, max_steps_per_call: int = 200):
+                 min_call_s: float = 0.0, max_steps_per_call: int = 200, block_each_step: bool = False):
         self.step, self.batch, self.steps_per_call = step, tuple(batch), steps_per_call
+        self.block_each_step = block_each_step
         self.min_call_s, self.max_steps_per_call = min_call_s, max_steps_per_call
         self.params, self.state = params, state
         self.compiled: Callable | None = None
@@ -128,6 +132,8 @@ class StepTimer:
         start = time.perf_counter()
         for _ in range(self.steps_per_call):
             params, state, loss = self.compiled(params, state, *self.batch)
+            if self.block_each_step:
+                jax.block_until_ready(loss)
         jax.block_until_ready((params, loss))
         seconds = (time.perf_counter() - start) / self.steps_per_call
         self.params, self.state = params, state

@@ -69,8 +69,8 @@ def train(optimizer, predict_fn, params, inputs, labels, mesh=None):
     if mesh is not None:
         params, state = kfac_thermo.replicate((params, state), mesh)
         inputs, labels = kfac_thermo.shard_batch((inputs, labels), mesh)
-    for _ in range(STEPS):
-        params, state = step(params, state, inputs, labels)
+    for _ in range(STEPS):  # waited for one by one: see kfac_thermo/_parallel.py on CPU host devices
+        params, state = jax.block_until_ready(step(params, state, inputs, labels))
     return params
 
 
