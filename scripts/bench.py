@@ -20,6 +20,9 @@ Sections (``--only`` / ``--skip`` take these names):
   kfac_jax     K-FAC and thermodynamic K-FAC against DeepMind's kfac-jax (scripts/bench_kfac_jax.py: kfac-jax
                0.0.8 on jax 0.8.3 in its own virtual environment, a worker subprocess, interleaved rounds) on the
                MLP 784-1024-1024-10, batch 512, curvature and inverse refresh every 1 and every 10 steps.
+  sharding     data parallelism (scripts/bench_sharding.py): the K-FAC MLP above on 4 CPU host devices (batch
+               sharded, K-FAC's layer solves spread) over the same step on 1, in a subprocess with
+               XLA_FLAGS=--xla_force_host_platform_device_count=4; --quick: Adam and thermodynamic K-FAC.
   convergence  steps and modeled hardware time to 90% and 95% test accuracy, each optimizer against Adam, 3
                seeds, median (experiments.run through Hydra, scripts/figures.py's configurations; finished run
                directories under --runs-dir are reused). Full run: the MNIST split in ../shared/data/mnist (Adam,
@@ -51,6 +54,8 @@ bench.json keys (schema "bench/1"; a value that could not be measured is null an
                                                  10, MLP 784-1024-1024-10, b 512, raw wall times per step
   ratios.thermo_kfac_step_over_kfac_jax          thermodynamic K-FAC (ideal device, solve) / kfac-jax, same
   ratios.<...>_over_kfac_jax_refresh1            the same two with curvature and inverses refreshed every step
+  ratios.<opt>_4_devices_over_1                  step time on 4 host devices / on 1 (opt = adam, kfac,
+                                                 thermo_kfac; the K-FAC MLP; the devices share the CPU's cores)
   ratios_median.*                                the same ratios of medians
   convergence.<opt>_steps_to_<p>_over_adam       median steps to p% test accuracy / Adam's on the primary task
                                                  (meta.convergence_task: mnist, or digits with --quick); p = 90,
@@ -109,7 +114,7 @@ import bench_tngd  # noqa: E402
 from _timing import GIB, StepTimer, fmt, markdown_table, ms, time_steps  # noqa: E402
 
 SCHEMA = "bench/1"
-SECTIONS = ("ou", "steps", "kfac", "scaling", "memory", "kfac_jax", "convergence")
+SECTIONS = ("ou", "steps", "kfac", "scaling", "memory", "kfac_jax", "sharding", "convergence")
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 
 # Scaling (TNGD paper Fig. 2): an MLP SCALING_INPUTS -> h -> SCALING_DZ, batch SCALING_BATCH.
@@ -268,6 +273,14 @@ def section_kfac_jax(quick: bool, cache_dir=None) -> dict:
 
     options = {} if cache_dir is None else {"cache_dir": pathlib.Path(cache_dir)}
     return bench_kfac_jax.kfac_jax_ratio(quick, **options)
+
+
+def section_sharding(quick: bool) -> dict:
+    """scripts/bench_sharding.py's ``sharding_ratio``: per optimizer the 4-device over 1-device step time
+    (``ratios`` of minima, ``ratios_median``), or ``reason`` why it could not run."""
+    import bench_sharding
+
+    return bench_sharding.sharding_ratio(quick)
 
 
 # ==================================================================================================
@@ -685,6 +698,15 @@ def assemble(sections: dict, errors: dict, meta: dict) -> dict:
         if ratios[key] is None:
             reasons[f"ratios.{key}"] = kj["reason"] or "not measured" if kj else _why(errors, "kfac_jax", "")
 
+    sharded = sections.get("sharding") or {}
+    for name in ("adam", "kfac", "thermo_kfac"):
+        key = f"{name}_4_devices_over_1"
+        ratios[key] = sharded.get("ratios", {}).get(name)
+        ratios_median[key] = sharded.get("ratios_median", {}).get(name)
+        if ratios[key] is None:
+            reasons[f"ratios.{key}"] = (sharded.get("reason") or f"{name} not timed (--quick: Adam and thermo_kfac)"
+                                        if sharded else _why(errors, "sharding", "section not run"))
+
     mem = sections.get("memory")
     if mem and mem["xla"]:
         memory["tngd_n1e6_peak_gib"] = mem["xla"]["peak_bytes"] / GIB
@@ -854,6 +876,12 @@ def report(bench: dict) -> str:
         import bench_kfac_jax
 
         lines += ["## 4. K-FAC against kfac-jax (scripts/bench_kfac_jax.py)", "", bench_kfac_jax.report(kj), ""]
+    sharded = sections.get("sharding")
+    if sharded:
+        import bench_sharding
+
+        lines += ["## Data parallelism: 4 host devices over 1 (scripts/bench_sharding.py)", "",
+                  bench_sharding.report(sharded), ""]
     conv = sections.get("convergence")
     if conv:
         lines += [convergence_report(conv), ""]
@@ -943,6 +971,7 @@ def run_sections(args) -> tuple[dict, dict]:
         "scaling": lambda: section_scaling(args.quick),
         "memory": lambda: section_memory(args.quick),
         "kfac_jax": lambda: section_kfac_jax(args.quick, cache_dir=args.cache_dir),
+        "sharding": lambda: section_sharding(args.quick),
         "convergence": lambda: section_convergence(args.quick, data_dir=data_dir, seeds=args.seeds,
                                                    runs_dir=args.runs_dir),
     }

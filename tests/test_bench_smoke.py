@@ -19,7 +19,8 @@ import bench  # noqa: E402
 REQUIRED_KEYS = {
     "ratios": ["ou_exact_over_thermox", "tngd_t50_step_over_adam", "tngd_mc_fisher_step_over_adam",
                "tngd_adam_step_over_adam", "thermo_kfac_step_over_adam", "kfac_step_over_kfac_jax",
-               "thermo_kfac_step_over_kfac_jax"],
+               "thermo_kfac_step_over_kfac_jax", "adam_4_devices_over_1", "kfac_4_devices_over_1",
+               "thermo_kfac_4_devices_over_1"],
     "convergence": ["tngd_steps_to_90_over_adam", "thermo_kfac_steps_to_90_over_adam", "tngd_steps_to_95_over_adam",
                     "thermo_kfac_steps_to_95_over_adam"],
     "memory": ["tngd_n1e6_peak_gib"],
@@ -89,6 +90,21 @@ def test_kfac_jax_section_gives_a_reason_when_unavailable(no_venv_dir):
     assert result["kfac_step_over_kfac_jax"] is None and result["reason"]
 
 
+@pytest.fixture(scope="module")
+def sharding():
+    import bench_sharding
+
+    return bench_sharding.sharding_ratio(True, devices=2, hidden=16, batch=8)
+
+
+def test_sharding_section_times_two_host_devices_against_one(sharding):
+    import bench_sharding
+
+    assert sharding["reason"] is None and set(sharding["ratios"]) == {"adam", "thermo_kfac"}
+    assert all(ratio > 0 for ratio in sharding["ratios"].values()) and sharding["setting"]["devices"] == 2
+    assert "| thermo_kfac |" in bench_sharding.report(sharding)
+
+
 def test_convergence_bookkeeping():
     records = [{"step": 5, "test_accuracy": 0.5, "modeled_time_s": 1.0, "wall_time_s": 0.1},
                {"step": 10, "test_accuracy": 0.92, "modeled_time_s": 2.0, "wall_time_s": 0.2}]
@@ -96,8 +112,9 @@ def test_convergence_bookkeeping():
     assert bench.median_or_none([10, None, 20]) == 20 and bench.median_or_none([10, None, None]) is None
 
 
-def test_assembled_json_has_every_documented_key_and_a_reason_for_each_null(steps, no_venv_dir):
-    sections = {"steps": steps, "kfac_jax": bench.section_kfac_jax(True, cache_dir=no_venv_dir)}
+def test_assembled_json_has_every_documented_key_and_a_reason_for_each_null(steps, sharding, no_venv_dir):
+    sections = {"steps": steps, "kfac_jax": bench.section_kfac_jax(True, cache_dir=no_venv_dir),
+                "sharding": sharding}
     meta = {"date": "today", "command": "python scripts/bench.py", "git_sha": None, "quick": True,
             "machine": _timing.machine(), "load_avg_start": 0.0, "load_avg_end": 0.0, "elapsed_s": 1.0}
     result = bench.assemble(sections, {"_skipped": {"ou": "test"}}, meta)
@@ -110,7 +127,7 @@ def test_assembled_json_has_every_documented_key_and_a_reason_for_each_null(step
     assert set(result["targets"]) == set(bench.TARGETS)
     json.dumps(result, default=str)
     text = bench.report(result)
-    assert "## Targets" in text and "tngd_t50_step_le_10x_adam" in text
+    assert "## Targets" in text and "tngd_t50_step_le_10x_adam" in text and "4 host devices over 1" in text
 
 
 @pytest.mark.slow
