@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from typing import Callable, NamedTuple
 
 import equinox as eqx
 import jax
@@ -15,17 +16,26 @@ from ._spectral import ScalarFn
 Matvec = Callable[[Float[Array, " n"]], Float[Array, " n"]]
 
 
-def _lanczos(mv: Matvec, v: Float[Array, " n"], dim: int):
-    """``dim`` steps of Lanczos with full (twice-applied) reorthogonalization.
+class _Lanczos(NamedTuple):
+    """Lanczos state: orthonormal basis rows ``Q`` (dim + 1, n; zero rows after a breakdown or not yet
+    computed), diagonal ``alpha`` and off-diagonals ``beta`` of ``T = Q A Q^T`` (``beta[j]`` the norm of the residual
+    after step ``j``)."""
 
-    Returns the orthonormal basis ``Q`` (dim x n, rows; zero rows after a breakdown), the diagonal
-    ``alpha`` and off-diagonal ``beta`` of the tridiagonal ``T = Q A Q^T``, and ``|v|``.
-    """
-    n = v.shape[0]
+    basis: Array
+    alpha: Array
+    beta: Array
+
+
+def _lanczos_start(v: Float[Array, " n"], dim: int) -> tuple[_Lanczos, Float[Array, ""]]:
     norm_v = jnp.linalg.norm(v)
     q0 = jnp.where(norm_v > 0, v / jnp.where(norm_v > 0, norm_v, 1.0), 0.0)
-    basis = jnp.zeros((dim + 1, n), v.dtype).at[0].set(q0)
-    tiny = jnp.finfo(v.dtype).eps
+    basis = jnp.zeros((dim + 1, v.shape[0]), v.dtype).at[0].set(q0)
+    return _Lanczos(basis, jnp.zeros((dim,), v.dtype), jnp.zeros((dim,), v.dtype)), norm_v
+
+
+def _lanczos_steps(mv: Matvec, state: _Lanczos, start: Array, stop: Array) -> _Lanczos:
+    """Steps ``start, ..., stop - 1`` of Lanczos with full (twice-applied) reorthogonalization."""
+    tiny = jnp.finfo(state.basis.dtype).eps
 
     def body(j, carry):
         basis, alpha, beta = carry
@@ -39,12 +49,9 @@ def _lanczos(mv: Matvec, v: Float[Array, " n"], dim: int):
         scale = jnp.abs(a) + jnp.where(j > 0, beta[j - 1], 0.0)
         alive = b > 100 * tiny * jnp.maximum(scale, tiny)
         q_next = jnp.where(alive, w / jnp.where(alive, b, 1.0), 0.0)
-        return basis.at[j + 1].set(q_next), alpha.at[j].set(a), beta.at[j].set(jnp.where(alive, b, 0.0))
+        return _Lanczos(basis.at[j + 1].set(q_next), alpha.at[j].set(a), beta.at[j].set(jnp.where(alive, b, 0.0)))
 
-    alpha = jnp.zeros((dim,), v.dtype)
-    beta = jnp.zeros((dim,), v.dtype)
-    basis, alpha, beta = jax.lax.fori_loop(0, dim, body, (basis, alpha, beta))
-    return basis[:dim], alpha, beta, norm_v
+    return jax.lax.fori_loop(start, stop, body, state)
 
 
 def _tridiagonal_fn_e1(alpha, beta, fn: ScalarFn):
@@ -54,23 +61,48 @@ def _tridiagonal_fn_e1(alpha, beta, fn: ScalarFn):
     return S @ (fn(theta) * S[0]), theta
 
 
-def lanczos_fn(
-    mv: Matvec, fn: ScalarFn, v: Float[Array, " n"], *, dim: int, rtol: float
-) -> tuple[Float[Array, " n"], Array, Array]:
-    """``f(A) v`` from a ``dim``-step Lanczos projection ``|v| Q^T f(T) e1``, with two run-time flags.
-
-    Returns ``(f(A) v, converged, indefinite)``: ``converged`` when the change between the ``dim - 1`` and
-    ``dim`` step approximations is at most ``rtol * |f(A) v|`` (or the Krylov space became invariant, or
-    ``v = 0``), ``indefinite`` when a Ritz value is negative (the operator is not positive definite).
-    """
-    basis, alpha, beta, norm_v = _lanczos(mv, v, dim)
+def _check(state: _Lanczos, *, size: int, fn: ScalarFn, rtol: float, dim: int):
+    """The ``size``-step approximation's coefficients ``f(T) e1`` (zero-padded to dim), whether it has converged
+    (its change from the ``size - 1`` step one is at most ``rtol`` relative, or the Krylov space is invariant), and
+    whether a Ritz value is negative."""
+    alpha, beta = state.alpha[:size], state.beta[:size]
     coef, theta = _tridiagonal_fn_e1(alpha, beta, fn)
     coef_prev, _ = _tridiagonal_fn_e1(alpha[:-1], beta[:-1], fn)
     change = jnp.linalg.norm(coef[:-1] - coef_prev) + jnp.abs(coef[-1])
     # A breakdown (beta == 0) means the Krylov space is invariant under A: the result is exact.
-    converged = (change <= rtol * jnp.linalg.norm(coef)) | jnp.any(beta == 0) | (norm_v == 0)
+    converged = (change <= rtol * jnp.linalg.norm(coef)) | jnp.any(beta == 0)
     indefinite = jnp.any(theta < -rtol * jnp.max(jnp.abs(theta)))
-    return norm_v * (basis.T @ coef), converged, indefinite
+    return jnp.zeros((dim,), coef.dtype).at[:size].set(coef), converged, indefinite
+
+
+def lanczos_fn(
+    mv: Matvec, fn: ScalarFn, v: Float[Array, " n"], *, dim: int, rtol: float, check_every: int = 8
+) -> tuple[Float[Array, " n"], Array, Array]:
+    """``f(A) v`` from a Lanczos projection ``|v| Q^T f(T) e1`` of at most ``dim`` steps, with two run-time flags.
+
+    Every ``check_every`` steps (and at ``dim``) the approximation is tested; the first one that has converged is
+    returned and no further step (matvec) is taken. Returns ``(f(A) v, converged, indefinite)``: ``converged``
+    when the change between the ``j - 1`` and ``j`` step approximations is at most ``rtol * |f(A) v|`` at some
+    tested ``j <= dim`` (or the Krylov space became invariant, or ``v = 0``), ``indefinite`` when a Ritz value of
+    the returned approximation is negative (the operator is not positive definite).
+    """
+    state, norm_v = _lanczos_start(v, dim)
+    sizes = sorted(set(range(min(check_every, dim), dim, check_every)) | {dim})
+    starts, stops = jnp.asarray([0] + sizes[:-1]), jnp.asarray(sizes)
+    checks = [functools.partial(_check, size=size, fn=fn, rtol=rtol, dim=dim) for size in sizes]
+
+    def more(carry):
+        _, (_, converged, _), index = carry
+        return ~converged & (index < len(sizes))
+
+    def advance(carry):
+        state, _, index = carry
+        state = _lanczos_steps(mv, state, starts[index], stops[index])
+        return state, jax.lax.switch(index, checks, state), index + 1
+
+    result = (jnp.zeros((dim,), v.dtype), norm_v == 0, jnp.asarray(False))
+    state, (coef, converged, indefinite), _ = jax.lax.while_loop(more, advance, (state, result, 0))
+    return norm_v * (state.basis[:dim].T @ coef), converged, indefinite
 
 
 def krylov_apply(
