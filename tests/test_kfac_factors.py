@@ -353,3 +353,14 @@ def test_statistics_in_the_gradient_pass(x64, kind):
     assert [d.shape for d in ours[2]] == [(15,), (15,)]
     for a, r in zip(ours[0] + ours[1] + ours[2], own[0] + own[1] + own[2]):
         np.testing.assert_allclose(a, r, rtol=0, atol=1e3 * EPS * float(jnp.max(jnp.abs(r))))
+
+
+@pytest.mark.parametrize("n", [100, 385, 1025])
+def test_gram_matches_dense(x64, n):
+    """The blocked Gram (1, 3 and 6 column blocks, uneven edges) equals ``X^T X`` within the bound for sums of
+    ``r`` products of exact inputs (``c = 0``)."""
+    from kfac_thermo._kfac_stats import gram
+
+    X = np.random.default_rng(n).normal(size=(300, n))
+    ours = np.asarray(jax.jit(gram)(jnp.asarray(X)))
+    assert np.all(np.abs(ours - X.T @ X) <= sum_bound(X, X, 0))
