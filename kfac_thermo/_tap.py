@@ -25,8 +25,9 @@ parameter, and checked by pushing element indices through both sides.
 
 from __future__ import annotations
 
-import math
 import functools
+import itertools
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -472,22 +473,31 @@ def delta_rows(layer: LayerTap, delta: Array) -> Float[Array, "m b T n_out"]:
 
 
 def _patches(layer: LayerTap, act: Array, kernel_shape: tuple[int, ...]) -> Float[Array, "b T n_in"]:
-    """Convolution patches as rows (features: input channel, then the kernel window in the kernel's spatial order);
-    positions: the batch-of-one axis, then the output's spatial axes in its spec's order."""
+    """Convolution patches as rows: features (input channel, then the kernel window, spatial axes in the dimension
+    numbers' order), positions (the batch-of-one axis, then the output's spatial axes in that order).
+
+    Gathered by one strided slice of the padded input per kernel offset (input dilation as interior padding, kernel
+    dilation as spaced offsets), which is pure data movement: XLA's CPU convolution, e.g. through
+    ``conv_general_dilated_patches``, costs about as much as the model's forward pass here.
+    """
     params = layer.conv_params
     spec = params["dimension_numbers"]
     b = act.shape[0]
-    # Merge the examples into the convolution's own batch axis.
-    x = jnp.moveaxis(act, 0, spec.lhs_spec[0])
-    shape = list(x.shape)
-    x = x.reshape(shape[: spec.lhs_spec[0]] + [shape[spec.lhs_spec[0]] * shape[spec.lhs_spec[0] + 1]]
-                  + shape[spec.lhs_spec[0] + 2:])
-    patches = jax.lax.conv_general_dilated_patches(
-        x, tuple(kernel_shape[d] for d in spec.rhs_spec[2:]), params["window_strides"], params["padding"],
-        params["lhs_dilation"], params["rhs_dilation"], spec,
-    )
-    patches = jnp.transpose(patches, (spec.out_spec[0],) + tuple(spec.out_spec[2:]) + (spec.out_spec[1],))
-    return patches.reshape(b, -1, patches.shape[-1])
+    # (b N, C, *spatial): the examples merged into the convolution's own batch axis N.
+    x = jnp.transpose(act, [0] + [d + 1 for d in spec.lhs_spec])
+    x = x.reshape((-1,) + x.shape[2:])
+    window = [kernel_shape[d] for d in spec.rhs_spec[2:]]
+    strides, dilation = params["window_strides"], params["rhs_dilation"]
+    x = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] * 2 + [
+        (low, high, d - 1) for (low, high), d in zip(params["padding"], params["lhs_dilation"])])
+    out = [(n - (k - 1) * d - 1) // s + 1 for n, k, d, s in zip(x.shape[2:], window, dilation, strides)]
+    slices = []
+    for offset in itertools.product(*(range(k) for k in window)):
+        start = [0, 0] + [o * d for o, d in zip(offset, dilation)]
+        limit = list(x.shape[:2]) + [o + (n - 1) * s + 1 for o, n, s in zip(start[2:], out, strides)]
+        slices.append(jax.lax.slice(x, start, limit, [1, 1] + list(strides)))
+    patches = jnp.stack(slices, axis=2).reshape(x.shape[0], -1, *out)  # (b N, C K, *out)
+    return jnp.moveaxis(patches, 1, -1).reshape(b, -1, patches.shape[1])
 
 
 def explicit_is_cheaper(a: Float[Array, "b T n_in"], s: Float[Array, "m b T n_out"]) -> bool:

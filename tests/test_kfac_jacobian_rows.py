@@ -3,7 +3,7 @@
 For output directions ``R_ik`` (m per example, random here), ``W`` has the columns ``J_i^T R_ik`` with ``J_i`` the
 Jacobian of example i's outputs in the flat parameters, taken by ``jax.jacrev`` of the model itself (float64):
 the Gram must equal ``W^T W`` and the products ``W c``, ``W^T v`` the explicit ones, for convolutions (strides,
-padding, with and without bias, the paper's SmallCNN), dense layers at one or several positions, a
+padding, with and without bias, input and kernel dilation, NHWC layout, the paper's SmallCNN), dense layers at one or several positions, a
 ``register_dense`` mark and parameters in no layer. Both forms of a layer's Gram (explicit Jacobians, and inner
 products of inputs times inner products of output derivatives) are checked against each other on their own.
 """
@@ -55,6 +55,27 @@ class Conv1dNet(eqx.Module):
         return self.out(jax.nn.softplus(self.conv(x)).reshape(-1))
 
 
+class LaxConvNet(eqx.Module):
+    """``lax.conv_general_dilated`` in NHWC / HWIO layout with input and kernel dilation, uneven strides and
+    padding (what a transposed or atrous convolution lowers to)."""
+
+    kernel: jax.Array
+    bias: jax.Array
+    out: eqx.nn.Linear
+
+    def __init__(self, key):
+        k1, k2 = jr.split(key)
+        self.kernel = 0.3 * jr.normal(k1, (2, 3, 2, 3))  # (H, W, I, O)
+        self.bias = jnp.asarray([0.1, -0.2, 0.3])
+        self.out = eqx.nn.Linear(9 * 3 * 3, 4, key=k2)
+
+    def __call__(self, x):  # x: (H, W, C) = (5, 6, 2)
+        y = jax.lax.conv_general_dilated(x[None], self.kernel, window_strides=(1, 2), padding=((1, 0), (2, 1)),
+                                         lhs_dilation=(2, 1), rhs_dilation=(1, 2),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return self.out(jnp.tanh(y + self.bias).reshape(-1))
+
+
 class TokenNet(eqx.Module):
     """A dense layer shared over 2 tokens (pairs form with positions), a scale used elementwise and a weight used
     twice (both outside every layer: per-example rows), and a ``register_dense`` mark around a product hidden in
@@ -87,6 +108,7 @@ def _cases():
         "conv no bias stride 1 pad 0": (lambda: ConvNet(False, 1, 0, jr.key(2)), (2, 6, 5)),
         "conv bias stride 2 pad 1": (lambda: ConvNet(True, 2, 1, jr.key(3)), (2, 6, 5)),
         "conv1d stride dilation asymmetric pad": (lambda: Conv1dNet(jr.key(4)), (2, 9)),
+        "lax conv NHWC dilated": (lambda: LaxConvNet(jr.key(7)), (5, 6, 2)),
         "SmallCNN 8x8": (lambda: SmallCNN(8, key=jr.key(5), channels=3, hidden=5, classes=4), (8, 8)),
         "tokens, rest leaves, register_dense": (lambda: TokenNet(jr.key(6)), (2, 16)),
     }
