@@ -100,29 +100,33 @@ def ou_law_operators(P: Float[Array, "n n"], t, kappa0, *, noisy: bool) -> OULaw
     r"""The exact readout law of the drift ``P`` after ``t`` tau (units of tau), as :class:`OULawOperators`.
 
     The law depends on ``P`` through ``e^{-P t}``. When ``lambda_min(P) >= mu = -log(eps) / t``
-    (:func:`relaxation_threshold`, certified by a Cholesky factorisation of ``P - mu I``), every ``e^{-w t}`` is
-    below the working precision ``eps``, so ``M(P) = P^-1`` and ``C(P) = kappa0 P^-1`` to rounding: the mean
-    operator is :func:`spd_inverse` and the noise root its Cholesky factor (``L L^T = P^-1``). Otherwise (a run
-    shorter than a few relaxation times) the law is evaluated on one ``eigh``, ``P = V diag(w) V^T``:
-    ``mean = V M(w) V^T`` and ``noise = V C(w)^{1/2}``. (The certificate is the floating-point Cholesky test: it
-    can only err when ``lambda_min(P) - mu`` is within the factorisation's backward error ``delta``, and then the
-    neglected transient is still at most ``eps e^{delta t}``.) ``noisy`` (static) is False for ``kappa0 = 0``.
+    (:func:`relaxation_threshold`), every ``e^{-w t}`` is below the working precision ``eps``, so ``M(P) = P^-1``
+    and ``C(P) = kappa0 P^-1`` to rounding: the mean operator is :func:`spd_inverse` and the noise root its Cholesky
+    factor (``L L^T = P^-1``). The bound is certified cheaply by ``||P^-1||_inf <= 1 / mu`` (the row-sum norm bounds
+    the largest eigenvalue of ``P^-1``), else by a Cholesky factorisation of ``P - mu I``. Otherwise (a run shorter
+    than a few relaxation times) the law is evaluated on one ``eigh``, ``P = V diag(w) V^T``:
+    ``mean = V M(w) V^T`` and ``noise = V C(w)^{1/2}``. (Both certificates are floating-point tests: they can only
+    err when ``lambda_min(P) - mu`` is within rounding ``delta`` of zero, and then the neglected transient is still
+    at most ``eps e^{delta t}``.) ``noisy`` (static) is False for ``kappa0 = 0``.
     """
     dtype = P.dtype
-    eye = jnp.eye(P.shape[0], dtype=dtype)
-    relaxed = jnp.all(jnp.isfinite(jnp.linalg.cholesky(P - relaxation_threshold(t, dtype) * eye)))
+    mu = relaxation_threshold(t, dtype)
+    inverse = spd_inverse(P)
+    bounded = jnp.max(jnp.sum(jnp.abs(inverse), axis=1)) * mu <= 1.0  # False for a non-finite inverse
+    factorable = lambda P: jnp.all(jnp.isfinite(jnp.linalg.cholesky(P - mu * jnp.eye(P.shape[0], dtype=dtype))))
+    relaxed = jax.lax.cond(bounded, lambda P: jnp.asarray(True), factorable, P)
 
-    def settled(P):
-        mean = spd_inverse(P)
-        return OULawOperators(mean, jnp.sqrt(kappa0).astype(dtype) * jnp.linalg.cholesky(mean) if noisy else None)
+    def settled(P, inverse):
+        return OULawOperators(inverse,
+                              jnp.sqrt(kappa0).astype(dtype) * jnp.linalg.cholesky(inverse) if noisy else None)
 
-    def transient(P):
+    def transient(P, inverse):
         drift = thermox.EigenDrift.from_matrix(P)
         V, w = drift.eigenvectors, drift.eigenvalues
         law = thermox.OULaw(jnp.asarray(t, dtype), jnp.asarray(kappa0, dtype), None)
         return OULawOperators((V * law.mean_gain(w)) @ V.T, V * law.noise_gain(w) if noisy else None)
 
-    return jax.lax.cond(relaxed, settled, transient, P)
+    return jax.lax.cond(relaxed, settled, transient, P, inverse)
 
 
 def _apply_inverses(S_inv: Float[Array, "o o"], G: Float[Array, "o i"], A_inv: Float[Array, "i i"]):
@@ -251,11 +255,15 @@ class ThermoKronecker(AbstractKroneckerSolver):
         P = self.device.program(thermox.DenseDrift(M)).matrix
         return ou_law_operators(P, check_time(self.t, "run time t"), self.device.kappa0, noisy=self._noisy)
 
-    def _readout(self, law: OULawOperators, b: Float[Array, "n k"], key: PRNGKeyArray) -> Float[Array, "n k"]:
-        """One run with the columns of ``b`` as biases: ``adc(M(P) dac(b) + C(P)^{1/2} z)``."""
-        x = law.mean @ self.device.dac(b)
+    def _readout(self, law: OULawOperators, b: Float[Array, "..."], key: PRNGKeyArray, *,
+                 rows: bool = False) -> Float[Array, "..."]:
+        """One run with the columns of ``b`` (its rows when ``rows``) as biases: ``adc(M(P) dac(b) + C(P)^{1/2} z)``,
+        computed as ``adc(dac(b) M(P)^T + z^T C(P)^{T/2})`` in the row layout."""
+        b = self.device.dac(b)
+        x = b @ law.mean.T if rows else law.mean @ b
         if law.noise is not None:
-            x = x + law.noise @ jax.random.normal(key, b.shape, b.dtype)
+            z = jax.random.normal(key, b.shape, b.dtype)
+            x = x + (z @ law.noise.T if rows else law.noise @ z)
         return self.device.adc(x)
 
     def _identity_readout(self, law: OULawOperators, key: PRNGKeyArray) -> Float[Array, "n n"]:
@@ -304,8 +312,8 @@ class ThermoKronecker(AbstractKroneckerSolver):
         law_S, m_S, law_A, m_A = state
         key_S, key_A = jax.random.split(key)
         X = self._readout(law_S, G, key_S) / m_S
-        Y = self._readout(law_A, X.T, key_A) / m_A
-        return Y.T.astype(G.dtype), _sequential([self._work(n_out, n_in, 0), self._work(n_in, n_out, 0)])
+        Y = self._readout(law_A, X, key_A, rows=True) / m_A
+        return Y.astype(G.dtype), _sequential([self._work(n_out, n_in, 0), self._work(n_in, n_out, 0)])
 
 
 def _sequential(works: list[BlockWork]) -> BlockWork:

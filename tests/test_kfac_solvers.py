@@ -50,16 +50,20 @@ def reference_law(P: np.ndarray, t: float, kappa0: float) -> tuple[np.ndarray, n
 
 
 @pytest.mark.parametrize("n", [40, 300])
-@pytest.mark.parametrize("relaxed", [True, False])
-def test_law_operators_match_expm(x64, n, relaxed):
-    """Both branches of ``ou_law_operators``: a run long enough that ``lambda_min t`` exceeds ``-log eps`` (the
-    certified Cholesky path: inverse and its Cholesky factor) and one that has not relaxed (the ``eigh`` path);
-    the mean operator and the noise covariance ``noise noise^T`` equal the expm law."""
+@pytest.mark.parametrize("regime", ["bounded", "factorable", "transient"])
+def test_law_operators_match_expm(x64, n, regime):
+    """The three paths of ``ou_law_operators``: a long run whose relaxation the row-sum norm of ``P^-1`` certifies,
+    one just long enough (``lambda_min t`` 1.2 times ``-log eps``: certified by the Cholesky of ``P - mu I`` only),
+    and one that has not relaxed (the ``eigh`` path); the mean operator and the noise covariance
+    ``noise noise^T`` equal the expm law."""
     P = spd(n, 100.0, seed=1)
-    lam_min = np.linalg.eigvalsh(P)[0]
+    inverse = np.linalg.inv(P)
+    lam_min = 1.0 / np.linalg.eigvalsh(inverse)[-1]
     mu = float(relaxation_threshold(1.0, jnp.float64))
-    t = (1.2 if relaxed else 0.5) * mu / lam_min
-    assert (lam_min >= mu / t) == relaxed
+    t = {"bounded": 1.01 * mu * np.abs(inverse).sum(1).max(), "factorable": 1.2 * mu / lam_min,
+         "transient": 0.5 * mu / lam_min}[regime]
+    assert (np.abs(inverse).sum(1).max() * mu / t <= 1) == (regime == "bounded")
+    assert (lam_min >= mu / t) == (regime != "transient")
     kappa0 = 1e-3
     law = jax.jit(lambda P: ou_law_operators(P, t, kappa0, noisy=True))(jnp.asarray(P))
     mean, covariance = reference_law(P, t, kappa0)
@@ -67,7 +71,7 @@ def test_law_operators_match_expm(x64, n, relaxed):
     for ours, expected in ((law.mean, mean), (law.noise @ law.noise.T, covariance)):
         err = np.linalg.norm(np.asarray(ours) - expected, 2) / np.linalg.norm(expected, 2)
         assert err <= 10 * n * kappa * EPS64, err
-    quiet = ou_law_operators(jnp.asarray(P), t, 0.0, noisy=False)
+    quiet = jax.jit(lambda P: ou_law_operators(P, t, 0.0, noisy=False))(jnp.asarray(P))
     assert quiet.noise is None
     np.testing.assert_array_equal(quiet.mean, law.mean)
 
@@ -85,19 +89,23 @@ def test_identity_readout_is_the_readout_of_the_identity(x64, dac_range):
     np.testing.assert_allclose(solver._identity_readout(law, key), expected, rtol=0, atol=1e-15)
 
 
-def test_readout_mean_is_the_law_through_the_dac(x64):
-    """A step's run (method "solve") without noise: ``M(P) dac(b)``, ``M`` from expm (an unrelaxed run)."""
+@pytest.mark.parametrize("rows", [False, True])
+def test_readout_mean_is_the_law_through_the_dac(x64, rows):
+    """A step's run (method "solve") without noise: ``M(P) dac(b)``, ``M`` from expm (an unrelaxed run); in the row
+    layout (the second solve of a step) the right-hand sides are the rows of ``b^T``."""
     n, t = 20, 5.0
     device = thermox.AnalogDevice(dac_bits=8)
     solver = ThermoKronecker(device=device, t=t)
     P = spd(n, 10.0)
     mean, _ = reference_law(P, t, 0.0)
     b = jnp.asarray(np.random.default_rng(2).normal(size=(n, 3)))
-    np.testing.assert_allclose(solver._readout(solver._law(jnp.asarray(P)), b, jr.key(0)),
-                               mean @ np.asarray(device.dac(b)), rtol=1e-12)
+    law = solver._law(jnp.asarray(P))
+    ours = solver._readout(law, b.T, jr.key(0), rows=True).T if rows else solver._readout(law, b, jr.key(0))
+    np.testing.assert_allclose(ours, mean @ np.asarray(device.dac(b)), rtol=1e-12)
 
 
-def test_readout_noise_has_the_law_covariance(x64):
+@pytest.mark.parametrize("rows", [False, True])
+def test_readout_noise_has_the_law_covariance(x64, rows):
     """With thermal noise, N = 20000 readouts (independent keys) of one right-hand side: the sample mean is within
     5 standard errors of ``M(P) b`` and each sample covariance entry within 5 of its standard errors
     ``sqrt((C_ii C_jj + C_ij^2) / N)`` of ``C(P)``; 4 + 10 checks fail by chance with probability < 1e-5."""
@@ -107,7 +115,8 @@ def test_readout_noise_has_the_law_covariance(x64):
     mean, covariance = reference_law(P, t, kappa0)
     b = jnp.asarray(np.random.default_rng(3).normal(size=(n, 1)))
     law = solver._law(jnp.asarray(P))
-    samples = np.asarray(jax.jit(jax.vmap(lambda k: solver._readout(law, b, k)[:, 0]))(jr.split(jr.key(4), N)))
+    run = (lambda k: solver._readout(law, b.T, k, rows=True)[0]) if rows else (lambda k: solver._readout(law, b, k)[:, 0])
+    samples = np.asarray(jax.jit(jax.vmap(run))(jr.split(jr.key(4), N)))
     expected_mean = (mean @ np.asarray(b))[:, 0]
     assert np.all(np.abs(samples.mean(0) - expected_mean) <= 5 * np.sqrt(np.diag(covariance) / N))
     sample_cov = np.cov(samples.T)
