@@ -113,7 +113,8 @@ def ou_law_operators(P: Float[Array, "n n"], t, kappa0, *, noisy: bool) -> OULaw
     mu = relaxation_threshold(t, dtype)
     inverse = spd_inverse(P)
     bounded = jnp.max(jnp.sum(jnp.abs(inverse), axis=1)) * mu <= 1.0  # False for a non-finite inverse
-    factorable = lambda P: jnp.all(jnp.isfinite(jnp.linalg.cholesky(P - mu * jnp.eye(P.shape[0], dtype=dtype))))
+    # P.T (= P): LAPACK wants the transposed layout, which P.T is without a copy of P ahead of the cond.
+    factorable = lambda P: jnp.all(jnp.isfinite(jnp.linalg.cholesky(P.T - mu * jnp.eye(P.shape[0], dtype=dtype))))
     relaxed = jax.lax.cond(bounded, lambda P: jnp.asarray(True), factorable, P)
 
     def settled(P, inverse):
