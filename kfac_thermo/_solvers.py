@@ -72,7 +72,9 @@ class WoodburySolver(AbstractCurvatureSolver):
         n, r = g.shape[0], gram.shape[0]
         small = gram + damping * jnp.eye(r, dtype=gram.dtype)
         coef = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(small), factor_transpose(g))
-        return (g - factor(coef)) / damping, state, _work(r // curvature.batch_size + 2, r**3 / 3)
+        # Model calls: the forward and m reverse passes of the Jacobian structure (low_rank); the products with
+        # W and W^T are contractions of its per-layer rows, not model calls.
+        return (g - factor(coef)) / damping, state, _work(r // curvature.batch_size + 1, r**3 / 3)
 
 
 class CGSolver(AbstractCurvatureSolver):
@@ -180,5 +182,6 @@ class ThermodynamicSolver(AbstractCurvatureSolver):
             tau_s=self.device.tau,
         )
         readout = jnp.where(finite, self.device.adc(voltages), jnp.nan)
-        # Model calls: m reverse passes per example for the Gram, then the W / W^T products of the exact law.
-        return readout, carried, _work(r // curvature.batch_size + 4, 0.0, cost.time_s)
+        # Model calls: the forward and m reverse passes of the Jacobian structure the device is programmed with;
+        # the rest of the exact law is the device's own (analog) work.
+        return readout, carried, _work(r // curvature.batch_size + 1, 0.0, cost.time_s)

@@ -386,7 +386,7 @@ class JacobianRows:
     r"""``W`` (N x b m) with columns ``w_ik = J_i^T R_ik`` (example-major), kept in the layer structure.
 
     A layer's part of ``w_ik`` is the matrix ``J_ik = sum_t s_ikt a_it^T`` (n_out x n_in), held either explicitly
-    (b m, n_out, n_in) or as its input rows ``a`` (b, T, n_in) and output derivatives ``s`` (m, b, T, n_out),
+    (b m, n_out, n_in) or as its input rows ``a`` (b, n_in, T) and output derivatives ``s`` (m, b, n_out, T),
     whichever makes the Gram cheaper (:func:`explicit_is_cheaper`); a rest leaf's part is its per-example rows
     (b m, leaf size). The Gram ``W^T W`` and the products ``W c``, ``W^T v`` are exact contractions of these, with
     no further model calls.
@@ -419,7 +419,7 @@ class JacobianRows:
                 out = out + jnp.einsum("roc,oc->r", layer[0], V)
             else:
                 a, s = layer
-                out = out + jnp.einsum("kito,ito->ik", s, jnp.einsum("itc,oc->ito", a, V)).reshape(-1)
+                out = out + jnp.einsum("kiot,iot->ik", s, jnp.einsum("ict,oc->iot", a, V)).reshape(-1)
         for rows, leaf in zip(self.rest, rest):
             out = out + rows @ leaf.reshape(-1)
         return out
@@ -433,48 +433,51 @@ class JacobianRows:
             else:
                 a, s = layer
                 c_ik = c.reshape(a.shape[0], s.shape[0])
-                matrices.append(jnp.einsum("ito,itc->oc", jnp.einsum("kito,ik->ito", s, c_ik), a))
+                matrices.append(jnp.einsum("iot,ict->oc", jnp.einsum("kiot,ik->iot", s, c_ik), a))
         rest = [(c @ rows).reshape(self.tapped.shapes[i]) for i, rows in zip(self.tapped.rest, self.rest)]
         (leaves,) = jax.linear_transpose(self.tapped.blocks, self.leaves)((matrices, rest))
         return leaves
 
 
-def input_rows(layer: LayerTap, act: Array, kernel_shape: tuple[int, ...]) -> Float[Array, "b T n_in"]:
-    """A layer's input rows ``a_it`` (convolution patches for a "conv" layer), the bias's constant 1 appended.
+def input_rows(layer: LayerTap, act: Array, kernel_shape: tuple[int, ...]) -> Float[Array, "b n_in T"]:
+    """A layer's input rows ``a_it`` (convolution patches for a "conv" layer) as columns ``[i, :, t]``, the bias's
+    constant 1 appended as a last feature.
 
     ``act`` is the layer's input operand for a batch, (b, *operand shape of one example); ``kernel_shape`` the
-    weight leaf's shape. Positions ``t`` are ordered as in :func:`delta_rows`.
+    weight leaf's shape. Positions ``t`` are ordered as in :func:`delta_rows`; features before positions, the
+    layout of a channel-first activation (no transpose of a convolution's patches or deltas).
     """
     b = act.shape[0]
     if layer.kind == "conv":
         rows = _patches(layer, act, kernel_shape)
     else:
         positions = [d for d in range(act.ndim - 1) if d not in layer.act_features]
-        order = [0] + [d + 1 for d in positions] + [d + 1 for d in layer.act_features]
-        rows = jnp.transpose(act, order).reshape(b, -1, math.prod(act.shape[d + 1] for d in layer.act_features))
+        order = [0] + [d + 1 for d in layer.act_features] + [d + 1 for d in positions]
+        rows = jnp.transpose(act, order).reshape(b, math.prod(act.shape[d + 1] for d in layer.act_features), -1)
     if layer.bias is not None:
-        rows = jnp.concatenate([rows, jnp.ones(rows.shape[:2] + (1,), rows.dtype)], axis=2)
+        rows = jnp.concatenate([rows, jnp.ones((rows.shape[0], 1, rows.shape[2]), rows.dtype)], axis=1)
     return rows
 
 
-def delta_rows(layer: LayerTap, delta: Array) -> Float[Array, "m b T n_out"]:
-    """A layer's output derivatives ``s_ikt`` from its probe cotangents ``delta`` (m, b, *output of one example):
-    positions are the output axes other than ``out_channels``, in order (for a convolution: batch-of-one, then
-    spatial axes in the output spec's order, as its patches)."""
+def delta_rows(layer: LayerTap, delta: Array) -> Float[Array, "m b n_out T"]:
+    """A layer's output derivatives ``s_ikt`` as columns ``[k, i, :, t]`` from its probe cotangents ``delta`` (m, b,
+    *output of one example): positions are the output axes other than ``out_channels``, in order (for a
+    convolution: batch-of-one, then spatial axes in the output spec's order, as its patches)."""
     m, b = delta.shape[:2]
     if layer.kind == "conv":
         spec = layer.conv_params["dimension_numbers"].out_spec
         positions = [spec[0]] + list(spec[2:])
     else:
         positions = [d for d in range(delta.ndim - 2) if d not in layer.out_channels]
-    order = [0, 1] + [d + 2 for d in positions] + [d + 2 for d in layer.out_channels]
+    order = [0, 1] + [d + 2 for d in layer.out_channels] + [d + 2 for d in positions]
     n_out = math.prod(delta.shape[d + 2] for d in layer.out_channels)
-    return jnp.transpose(delta, order).reshape(m, b, -1, n_out)
+    return jnp.transpose(delta, order).reshape(m, b, n_out, -1)
 
 
-def _patches(layer: LayerTap, act: Array, kernel_shape: tuple[int, ...]) -> Float[Array, "b T n_in"]:
-    """Convolution patches as rows: features (input channel, then the kernel window, spatial axes in the dimension
-    numbers' order), positions (the batch-of-one axis, then the output's spatial axes in that order).
+def _patches(layer: LayerTap, act: Array, kernel_shape: tuple[int, ...]) -> Float[Array, "b n_in T"]:
+    """Convolution patches ``[i, feature, position]``: features (input channel, then the kernel window, spatial axes
+    in the dimension numbers' order), positions (the batch-of-one axis, then the output's spatial axes in that
+    order).
 
     Gathered by one strided slice of the padded input per kernel offset (input dilation as interior padding, kernel
     dilation as spaced offsets), which is pure data movement: XLA's CPU convolution, e.g. through
@@ -496,34 +499,34 @@ def _patches(layer: LayerTap, act: Array, kernel_shape: tuple[int, ...]) -> Floa
         start = [0, 0] + [o * d for o, d in zip(offset, dilation)]
         limit = list(x.shape[:2]) + [o + (n - 1) * s + 1 for o, n, s in zip(start[2:], out, strides)]
         slices.append(jax.lax.slice(x, start, limit, [1, 1] + list(strides)))
-    patches = jnp.stack(slices, axis=2).reshape(x.shape[0], -1, *out)  # (b N, C K, *out)
-    return jnp.moveaxis(patches, 1, -1).reshape(b, -1, patches.shape[1])
+    patches = jnp.stack(slices, axis=2).reshape(b, -1, x.shape[1] * len(slices), math.prod(out))  # (b, N, C K, out)
+    return jnp.moveaxis(patches, 1, 2).reshape(b, patches.shape[2], -1)
 
 
-def explicit_is_cheaper(a: Float[Array, "b T n_in"], s: Float[Array, "m b T n_out"]) -> bool:
+def explicit_is_cheaper(a: Float[Array, "b n_in T"], s: Float[Array, "m b n_out T"]) -> bool:
     r"""Which form of a layer's Jacobian Gram costs fewer operations: the explicit Jacobians ``J_ik`` (``b m T n_in
     n_out`` to form, ``(b m)^2 n_in n_out`` to multiply: small weights, such as a convolution kernel, at many
     positions) or :func:`pairs_gram` (``b^2 T^2 n_in + (b m)^2 T^2 (n_out + 1)``: a large dense weight at few
     positions; one position for an MLP layer)."""
-    b, T, n_in = a.shape
-    m, n_out = s.shape[0], s.shape[3]
+    b, n_in, T = a.shape
+    m, n_out = s.shape[0], s.shape[2]
     explicit = b * m * T * n_in * n_out + (b * m) ** 2 * n_in * n_out
     pairs = b * b * T * T * n_in + (b * m) ** 2 * T * T * (n_out + 1)
     return explicit <= pairs
 
 
-def explicit_jacobian(a: Float[Array, "b T n_in"], s: Float[Array, "m b T n_out"]) -> Float[Array, "bm n_out n_in"]:
+def explicit_jacobian(a: Float[Array, "b n_in T"], s: Float[Array, "m b n_out T"]) -> Float[Array, "bm n_out n_in"]:
     """``J_ik = sum_t s_ikt a_it^T`` for every example i and direction k, example-major ``(i, k)``."""
     b, m = a.shape[0], s.shape[0]
-    return jnp.einsum("kito,itc->ikoc", s, a).reshape(b * m, s.shape[3], a.shape[2])
+    return jnp.einsum("kiot,ict->ikoc", s, a).reshape(b * m, s.shape[2], a.shape[1])
 
 
-def pairs_gram(a: Float[Array, "b T n_in"], s: Float[Array, "m b T n_out"]) -> Float[Array, "bm bm"]:
+def pairs_gram(a: Float[Array, "b n_in T"], s: Float[Array, "m b n_out T"]) -> Float[Array, "bm bm"]:
     r"""One layer's Jacobian Gram ``<J_ik, J_jl> = sum_{t,u} (a_it . a_ju) (s_ikt . s_jlu)`` without forming
     ``J``; rows and columns example-major ``(i, k)``."""
-    b, T, n_in = a.shape
-    m, n_out = s.shape[0], s.shape[3]
+    b, _, T = a.shape
+    m, n_out = s.shape[0], s.shape[2]
     if T == 1:
-        s = jnp.swapaxes(s[:, :, 0], 0, 1).reshape(b * m, n_out)
-        return jnp.repeat(jnp.repeat(a[:, 0] @ a[:, 0].T, m, axis=0), m, axis=1) * (s @ s.T)
-    return jnp.einsum("itc,juc,kito,ljuo->ikjl", a, a, s, s, optimize=True).reshape(b * m, b * m)
+        s = jnp.swapaxes(s[..., 0], 0, 1).reshape(b * m, n_out)
+        return jnp.repeat(jnp.repeat(a[..., 0] @ a[..., 0].T, m, axis=0), m, axis=1) * (s @ s.T)
+    return jnp.einsum("ict,jcu,kiot,ljou->ikjl", a, a, s, s, optimize=True).reshape(b * m, b * m)

@@ -161,12 +161,12 @@ def test_both_gram_forms_agree(x64, T, n_in, n_out):
     """``sum_{t,u} (a_it . a_ju)(s_ikt . s_jlu)`` equals ``<J_ik, J_jl>`` with ``J_ik = sum_t s_ikt a_it^T`` formed
     by hand, whichever form the cost rule would pick."""
     rng = np.random.default_rng(T)
-    a, s = rng.normal(size=(B, T, n_in)), rng.normal(size=(M, B, T, n_out))
-    J = np.stack([sum(np.outer(s[k, i, t], a[i, t]) for t in range(T)) for i in range(B) for k in range(M)])
+    a, s = rng.normal(size=(B, n_in, T)), rng.normal(size=(M, B, n_out, T))
+    J = np.stack([sum(np.outer(s[k, i, :, t], a[i, :, t]) for t in range(T)) for i in range(B) for k in range(M)])
     reference = J.reshape(B * M, -1) @ J.reshape(B * M, -1).T
     tol = 100 * T * T * max(n_in, n_out) * ref.EPS64 * np.abs(reference).max()
     np.testing.assert_allclose(np.asarray(explicit_jacobian(jnp.asarray(a), jnp.asarray(s))), J, rtol=0, atol=tol)
     np.testing.assert_allclose(np.asarray(pairs_gram(jnp.asarray(a), jnp.asarray(s))), reference, rtol=0, atol=tol)
     # One position: inner products are cheaper; a small weight at many positions: the explicit form.
-    assert not explicit_is_cheaper(jnp.asarray(a[:, :1]), jnp.asarray(s[:, :, :1]))
-    assert explicit_is_cheaper(jnp.zeros((B, 100, 2)), jnp.zeros((M, B, 100, 2)))
+    assert not explicit_is_cheaper(jnp.asarray(a[..., :1]), jnp.asarray(s[..., :1]))
+    assert explicit_is_cheaper(jnp.zeros((B, 2, 100)), jnp.zeros((M, B, 2, 100)))

@@ -1,4 +1,5 @@
-"""Lanczos ``f(A) v`` (thermox._krylov.lanczos_fn) stops as soon as its convergence test passes.
+"""Lanczos ``f(A) v`` (thermox._krylov.lanczos_fn) stops as soon as its convergence test passes; a low-rank drift
+applies functions of its Gram by Lanczos or by eigh.
 
 The test runs every ``check_every`` steps: an easy spectrum converges in few steps and takes no further matvec,
 and the early answer meets the same tolerance against the dense float64 reference ``V f(w) V^T v`` as a run
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import thermox
 from thermox._krylov import lanczos_fn
 
 import thermox_reference as ref
@@ -51,3 +53,25 @@ def test_reports_not_converged(x64):
     _, converged, _ = jax.jit(lambda v: lanczos_fn(lambda q: jnp.asarray(A) @ q, lambda w: 1 / w, v, dim=12,
                                                    rtol=1e-10, check_every=4))(jnp.asarray(v))
     assert not bool(converged)
+
+
+@pytest.mark.parametrize("r,krylov_dim", [(40, 24), (12, 24)], ids=["lanczos", "eigh"])
+def test_low_rank_drift_gram_function(x64, r, krylov_dim):
+    """``LowRankDrift.apply_fn``: Lanczos on the r x r Gram when r > krylov_dim, its eigh otherwise; both equal the
+    dense ``V f(w) V^T x`` of ``shift I + W W^T`` (float64, vector and matrix right-hand sides)."""
+    n, shift, t = 60, 0.5, 2.0
+    rng = np.random.default_rng(4)
+    W = rng.normal(size=(n, r)) / np.sqrt(n)
+    A = shift * np.eye(n) + W @ W.T
+    x = rng.normal(size=(n, 3))
+    w, V = np.linalg.eigh(A)
+    exact = V @ (((1 - np.exp(-w * t)) / w)[:, None] * (V.T @ x))
+    Wj = jnp.asarray(W)
+    fn = lambda s: (1 - jnp.exp(-s * t)) / s
+    apply = jax.jit(lambda x: thermox.LowRankDrift(jnp.asarray(shift), Wj.T @ Wj, lambda c: Wj @ c,
+                                                   lambda v: Wj.T @ v, n).apply_fn(fn, x, krylov_dim=krylov_dim,
+                                                                                   krylov_rtol=1e-12))
+    for columns in (x[:, 0], x):
+        out = np.asarray(apply(jnp.asarray(columns)))
+        want = exact[:, 0] if columns.ndim == 1 else exact
+        np.testing.assert_allclose(out, want, rtol=0, atol=1e-10 * np.abs(want).max())

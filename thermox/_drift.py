@@ -186,18 +186,20 @@ class LowRankDrift(AbstractDrift):
 
     def apply_fn(self, fn, x, *, krylov_dim: int = 64, krylov_rtol: float = 1e-6, **_):
         """``f(A) x = f(shift) x + W g(W^T W) W^T x``: the r x r function by the Gram's ``eigh`` when this drift is
-        :meth:`diagonalized` (method "exact"), else by Lanczos on the Gram (method "krylov": a few r x r matvecs,
+        :meth:`diagonalized` (method "exact") or when ``r <= krylov_dim`` (Lanczos could need all r steps; the
+        ``eigh`` is then exact and cheaper), else by Lanczos on the Gram (method "krylov": a few r x r matvecs,
         exact to ``krylov_rtol``), falling back to the ``eigh`` when Lanczos has not converged in ``krylov_dim``
         steps. Two products with ``W`` either way; nothing n x n.
         """
+        if self.gram_eigen is None and self.gram.shape[0] <= krylov_dim:
+            return self.diagonalized().apply_fn(fn, x)
         g = self.divided_difference(fn)
         f_shift = fn(self.shift)
-        dim = min(krylov_dim, self.gram.shape[0])
 
         def gram_fn(c):
             if self.gram_eigen is not None:
                 return self._gram_fn_eigh(g, c)
-            coef, converged, _ = lanczos_fn(lambda q: self.gram @ q, g, c, dim=dim, rtol=krylov_rtol)
+            coef, converged, _ = lanczos_fn(lambda q: self.gram @ q, g, c, dim=krylov_dim, rtol=krylov_rtol)
             return jax.lax.cond(converged, lambda: coef, lambda: self._gram_fn_eigh(g, c))
 
         return _columnwise(lambda v: f_shift * v + self.factor(gram_fn(self.factor_transpose(v))), x)
