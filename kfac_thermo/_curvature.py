@@ -23,7 +23,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ._losses import Loss
-from ._tap import TappedModel
+from ._tap import JacobianRows, TappedModel
 
 CurvatureKind = Literal["ggn", "empirical_fisher", "mc_fisher"]
 CURVATURES = ("ggn", "empirical_fisher", "mc_fisher")
@@ -32,9 +32,10 @@ CURVATURES = ("ggn", "empirical_fisher", "mc_fisher")
 class BatchCurvature:
     """The curvature of one batch at ``params``, built lazily inside a trace.
 
-    ``factor()`` forms ``W`` (N x r) explicitly: one forward pass plus dz single-example reverse passes per
-    example for the GGN, one per-example gradient for the Fisher variants. ``matvec(v)`` is ``G v`` from one
-    Jacobian-vector and one vector-Jacobian product (2 model calls), never forming ``W``.
+    ``factor()`` forms ``W`` (N x r) explicitly and ``low_rank()`` gives its Gram and products without forming it,
+    both from one forward and m reverse passes of the batch (m = dz or dz - 1 for the GGN, 1 for the Fishers).
+    ``matvec(v)`` is ``G v`` from one Jacobian-vector and one vector-Jacobian product (2 model calls), never
+    forming ``W``.
     """
 
     def __init__(
@@ -58,16 +59,6 @@ class BatchCurvature:
     def outputs(self, flat: Float[Array, " N"]) -> Float[Array, "b dz"]:
         return self.predict_fn(self.unravel(flat), self.inputs)
 
-    def _single_output(self, flat, x):
-        one = jax.tree_util.tree_map(lambda leaf: leaf[None], x)
-        return self.predict_fn(self.unravel(flat), one)[0]
-
-    def _per_example_grads(self, targets) -> Float[Array, "b N"]:
-        def grad_one(x, y):
-            return jax.grad(lambda p: self.loss(self._single_output(p, x), y))(self.flat)
-
-        return jax.vmap(grad_one)(self.inputs, targets)
-
     def directions(self, z: Float[Array, "b dz"]) -> Float[Array, "b dz m"]:
         """``R_i`` with ``W = [J_i^T R_i] / sqrt(b)`` at the batch outputs ``z``: ``L_i`` for the GGN, the loss
         gradient in the outputs (at the data or at a sampled target) for the Fisher variants."""
@@ -79,19 +70,20 @@ class BatchCurvature:
             targets = jax.vmap(self.loss.sample_target)(keys, jax.lax.stop_gradient(z))
         return jax.vmap(jax.grad(self.loss))(z, targets)[:, :, None]
 
-    def low_rank(self) -> tuple[Float[Array, "r r"], Callable, Callable]:
-        """``(W^T W, c -> W c, v -> W^T v)`` without forming ``W``.
-
-        All three come from the model's layer structure (:meth:`TappedModel.jacobian`): one forward and m reverse
-        passes of the batch, then per-layer contractions of the layer inputs and output derivatives (no further
-        model calls).
-        """
+    def rows(self) -> JacobianRows:
+        """``W`` (columns ``J_i^T R_ik / sqrt(b)``) in the model's layer structure (:meth:`TappedModel.jacobian`):
+        one forward and m reverse passes of the batch."""
         scale = 1.0 / jnp.sqrt(self.batch_size)
         params = self.unravel(self.flat)
         example = jax.tree_util.tree_map(lambda leaf: leaf[0], self.inputs)
-        rows = TappedModel(self.predict_fn, params, example).jacobian(
+        return TappedModel(self.predict_fn, params, example).jacobian(
             params, self.inputs, lambda z: jnp.moveaxis(self.directions(z), 2, 0) * scale)
-        treedef = jax.tree_util.tree_structure(params)
+
+    def low_rank(self) -> tuple[Float[Array, "r r"], Callable, Callable]:
+        """``(W^T W, c -> W c, v -> W^T v)`` without forming ``W``: contractions of the layer inputs and output
+        derivatives of :meth:`rows` (no further model calls)."""
+        rows = self.rows()
+        treedef = jax.tree_util.tree_structure(self.unravel(self.flat))
 
         def factor(c):
             return ravel_pytree(jax.tree_util.tree_unflatten(treedef, rows.apply(c)))[0]
@@ -102,20 +94,8 @@ class BatchCurvature:
         return rows.gram(), factor, factor_transpose
 
     def factor(self) -> Float[Array, "N r"]:
-        """``W`` with ``G = W W^T``, formed explicitly (N x r)."""
-        b = self.batch_size
-        if self.kind == "ggn":
-            jac = jax.vmap(lambda x: jax.jacrev(self._single_output)(self.flat, x))(self.inputs)  # b dz N
-            L = self.directions(self.outputs(self.flat))  # b dz m
-            W = jnp.einsum("icn,icd->nid", jac, L) / jnp.sqrt(b)
-            return W.reshape(W.shape[0], -1)
-        if self.kind == "empirical_fisher":
-            targets = self.targets
-        else:
-            z = self.outputs(self.flat)
-            keys = jr.split(self.key, b)
-            targets = jax.vmap(self.loss.sample_target)(keys, jax.lax.stop_gradient(z))
-        return self._per_example_grads(targets).T / jnp.sqrt(b)
+        """``W`` with ``G = W W^T``, formed explicitly (N x r) from :meth:`rows`."""
+        return self.rows().matrix().T
 
     def matvec_fn(self) -> Callable[[Float[Array, " N"]], Float[Array, " N"]]:
         """``v -> G v``; for the GGN by linearizing the model once (1 JVP + 1 VJP per product)."""

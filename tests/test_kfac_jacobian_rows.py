@@ -2,9 +2,9 @@
 
 For output directions ``R_ik`` (m per example, random here), ``W`` has the columns ``J_i^T R_ik`` with ``J_i`` the
 Jacobian of example i's outputs in the flat parameters, taken by ``jax.jacrev`` of the model itself (float64):
-the Gram must equal ``W^T W`` and the products ``W c``, ``W^T v`` the explicit ones, for convolutions (strides,
-padding, with and without bias, input and kernel dilation, NHWC layout, the paper's SmallCNN), dense layers at one or several positions, a
-``register_dense`` mark and parameters in no layer. Both forms of a layer's Gram (explicit Jacobians, and inner
+the Gram must equal ``W^T W``, the products ``W c``, ``W^T v`` and the formed ``W^T`` the explicit ones, for
+convolutions (strides, padding, with and without bias, input and kernel dilation, NHWC layout, the paper's
+SmallCNN), dense layers at one or several positions, a ``register_dense`` mark and parameters in no layer. Both forms of a layer's Gram (explicit Jacobians, and inner
 products of inputs times inner products of output derivatives) are checked against each other on their own.
 """
 
@@ -130,9 +130,9 @@ def test_gram_and_products_equal_the_explicit_jacobian(x64, name):
     def structured(params, v, c):
         rows = TappedModel(predict, params, x[0]).jacobian(params, x, lambda z: R)
         Wc = ravel_pytree(jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), rows.apply(c)))[0]
-        return rows.gram(), Wc, rows.transpose_apply(jax.tree_util.tree_leaves(unravel(v)))
+        return rows.gram(), Wc, rows.transpose_apply(jax.tree_util.tree_leaves(unravel(v))), rows.matrix()
 
-    gram, Wc, Wtv = (np.asarray(a) for a in structured(params, v, c))
+    gram, Wc, Wtv, Wt = (np.asarray(a) for a in structured(params, v, c))
     # The reference: per-example Jacobians of the model itself, W[:, (i, k)] = J_i^T R_ik.
     single = lambda flat, xi: predict(unravel(flat), xi[None])[0]
     J = np.asarray(jax.jit(jax.vmap(jax.jacrev(single), in_axes=(None, 0)))(flat, x))  # (b, dz, N)
@@ -142,7 +142,9 @@ def test_gram_and_products_equal_the_explicit_jacobian(x64, name):
     tol = 10 * n * ref.EPS64 * scale
     np.testing.assert_allclose(gram, W.T @ W, rtol=0, atol=tol)
     np.testing.assert_allclose(Wc, W @ np.asarray(c), rtol=0, atol=tol * np.abs(np.asarray(c)).sum() / np.abs(W).max())
-    np.testing.assert_allclose(Wtv, W.T @ np.asarray(v), rtol=0, atol=tol * np.abs(np.asarray(v)).sum() / np.abs(W).max())
+    np.testing.assert_allclose(Wtv, W.T @ np.asarray(v), rtol=0,
+                               atol=tol * np.abs(np.asarray(v)).sum() / np.abs(W).max())
+    np.testing.assert_allclose(Wt, W.T, rtol=0, atol=tol / np.abs(W).max())
 
 
 def test_every_case_uses_the_layer_structure():
