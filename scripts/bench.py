@@ -33,7 +33,8 @@ Sections (``--only`` / ``--skip`` take these names):
 
 --quick (under 5 minutes on 2 cores): OU at d = 10, 100 with 5 repeats; the CNN step for Adam, TNGD t = 50, TNGD
 with the Monte-Carlo Fisher, TNGD-Adam and NGD-Woodbury; K-FAC: Adam and thermodynamic K-FAC only, 2 rounds;
-scaling at N ~ 3e3, 1e4, 1e5 (dense NGD up to 5e3); memory as in the full run; convergence on digits.
+scaling at N ~ 3e3, 1e4, 1e5 (dense NGD up to 5e3); memory as in the full run; kfac-jax with 3 rounds and its
+default estimation mode only; sharding: Adam and thermodynamic K-FAC, 2 rounds; convergence on digits.
 
 Timing: every comparison is interleaved (baseline and candidates called in turn) on a warmed-up, compiled step;
 each case keeps its median and its minimum over repeats. The headline ``ratios.*`` are ratios of *minima* (load
@@ -273,6 +274,8 @@ def section_kfac_jax(quick: bool, cache_dir=None) -> dict:
     import bench_kfac_jax
 
     options = {} if cache_dir is None else {"cache_dir": pathlib.Path(cache_dir)}
+    if quick:  # 3 interleaved rounds instead of the script's 5 keeps bench.py --quick near its 5 minutes
+        options["rounds"] = 3
     return bench_kfac_jax.kfac_jax_ratio(quick, **options)
 
 
