@@ -64,7 +64,8 @@ def spd_inverse(M: Float[Array, "n n"]) -> Float[Array, "n n"]:
     With ``M = [[P, B], [B^T, C]]`` and the Schur complement ``Z = C - B^T P^-1 B`` (SPD when ``M`` is),
     ``M^-1 = [[P^-1 + P^-1 B Z^-1 B^T P^-1, -P^-1 B Z^-1], [-Z^-1 B^T P^-1, Z^-1]]``; blocks of at most
     ``_BLOCK`` rows are inverted through their Cholesky factor. This is the block LDL^T elimination (no pivoting
-    needed for SPD matrices) and costs ``4/3 n^3`` flops, nearly all in matrix products: on CPU about 2.5x faster
+    needed for SPD matrices) and costs about ``4/3 n^3`` flops (:func:`spd_inverse_flops`), nearly all in matrix
+    products: on CPU about 2.5x faster
     than LAPACK's triangular solves against the identity, with the same accuracy (~ kappa eps). The result is
     symmetrised. A matrix that is not positive definite gives non-finite entries (a Cholesky pivot fails).
     """
@@ -82,6 +83,15 @@ def spd_inverse(M: Float[Array, "n n"]) -> Float[Array, "n n"]:
     return 0.5 * (inverse + inverse.T)
 
 
+def spd_inverse_flops(n: int) -> float:
+    """Flops of :func:`spd_inverse` at size ``n``: ``7/3 n^3`` for a Cholesky-solved block (factor ``n^3 / 3``,
+    solves against the identity ``2 n^3``), else both halves plus the four products of the elimination."""
+    if n <= _BLOCK:
+        return 7.0 / 3.0 * n**3
+    k, m = n // 2, n - n // 2
+    return spd_inverse_flops(k) + spd_inverse_flops(m) + 2.0 * k * m * (2 * k + 2 * m)
+
+
 class OULawOperators(NamedTuple):
     r"""The readout law of a programmed drift ``P`` as dense operators: a run from zero with bias ``b`` reads
     ``x = mean b + noise z``, ``z ~ N(0, I)`` (``thermox.OULaw``: ``mean = M(P) = (I - e^{-P t}) P^-1``,
@@ -94,6 +104,16 @@ class OULawOperators(NamedTuple):
 def relaxation_threshold(t, dtype) -> Float[Array, ""]:
     """``mu = -log(eps) / t``: for ``lambda_min(P) >= mu`` the transient ``e^{-P t}`` is below ``eps``."""
     return -jnp.log(jnp.finfo(dtype).eps).astype(dtype) / t
+
+
+def relaxation_certificates(P: Float[Array, "n n"], inverse: Float[Array, "n n"], mu) -> tuple[Array, Array]:
+    """``(bounded, relaxed)``: ``bounded`` when ``||P^-1||_inf mu <= 1`` (the row-sum norm bounds the largest
+    eigenvalue of ``P^-1``, so ``lambda_min(P) >= mu``); ``relaxed`` when that holds or, checked only if it does not,
+    ``P - mu I`` has a Cholesky factorisation. False for a non-finite inverse or an indefinite ``P - mu I``."""
+    bounded = jnp.max(jnp.sum(jnp.abs(inverse), axis=1)) * mu <= 1.0
+    # P.T (= P): LAPACK wants the transposed layout, which P.T is without a copy of P ahead of the cond.
+    factorable = lambda P: jnp.all(jnp.isfinite(jnp.linalg.cholesky(P.T - mu * jnp.eye(P.shape[0], dtype=P.dtype))))
+    return bounded, jax.lax.cond(bounded, lambda P: jnp.asarray(True), factorable, P)
 
 
 def ou_law_operators(P: Float[Array, "n n"], t, kappa0, *, noisy: bool) -> OULawOperators:
@@ -112,10 +132,7 @@ def ou_law_operators(P: Float[Array, "n n"], t, kappa0, *, noisy: bool) -> OULaw
     dtype = P.dtype
     mu = relaxation_threshold(t, dtype)
     inverse = spd_inverse(P)
-    bounded = jnp.max(jnp.sum(jnp.abs(inverse), axis=1)) * mu <= 1.0  # False for a non-finite inverse
-    # P.T (= P): LAPACK wants the transposed layout, which P.T is without a copy of P ahead of the cond.
-    factorable = lambda P: jnp.all(jnp.isfinite(jnp.linalg.cholesky(P.T - mu * jnp.eye(P.shape[0], dtype=dtype))))
-    relaxed = jax.lax.cond(bounded, lambda P: jnp.asarray(True), factorable, P)
+    _, relaxed = relaxation_certificates(P, inverse, mu)
 
     def settled(P, inverse):
         return OULawOperators(inverse,
@@ -172,14 +189,14 @@ class DigitalKronecker(AbstractKroneckerSolver):
         return jnp.zeros((n_out, n_out), dtype), jnp.zeros((n_in, n_in), dtype), jnp.zeros((n_out, n_in), dtype)
 
     def refresh(self, A, S, damping, key):
-        n = A.shape[0] ** 3 + S.shape[0] ** 3
         if self.damping_mode == "factored":
             A_d, S_d = factored_damping(A, S, damping)
-            return (spd_inverse(S_d), spd_inverse(A_d)), block_work(4.0 / 3.0 * n)
+            return (spd_inverse(S_d), spd_inverse(A_d)), block_work(spd_inverse_flops(A.shape[0])
+                                                                    + spd_inverse_flops(S.shape[0]))
         a, Q_A = eigh(A)
         s, Q_S = eigh(S)
         scale = 1.0 / (jnp.maximum(s, 0.0)[:, None] * jnp.maximum(a, 0.0)[None, :] + damping)
-        return (Q_S, Q_A, scale.astype(A.dtype)), block_work(9.0 * n)
+        return (Q_S, Q_A, scale.astype(A.dtype)), block_work(9.0 * (A.shape[0] ** 3 + S.shape[0] ** 3))
 
     def apply(self, state, G, key):
         if self.damping_mode == "factored":

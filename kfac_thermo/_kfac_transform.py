@@ -160,11 +160,10 @@ def scale_by_kfac(
     if isinstance(solver, ThermoKronecker):
         needs_key(solver.device, key)
     name = "kfac"
-    if mesh is not None:
-        axis_size(mesh, solver_axis)  # fails early, naming the mesh's axes
     if mesh is None:
         per_layer = lambda fns, operands: [fn(operand) for fn, operand in zip(fns, operands)]
     else:
+        axis_size(mesh, solver_axis)  # fails early, naming the mesh's axes
         per_layer = lambda fns, operands: distribute(fns, operands, mesh, solver_axis)
 
     def init_fn(params):

@@ -61,7 +61,7 @@ class DenseSolver(AbstractCurvatureSolver):
         n, r = W.shape
         matrix = W @ W.T + damping * jnp.eye(n, dtype=W.dtype)
         direction = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(matrix), g)
-        return direction, state, _work(r, r * n * n + n**3 / 3)
+        return direction, state, _work(r // curvature.batch_size + 1, r * n * n + n**3 / 3)
 
 
 class WoodburySolver(AbstractCurvatureSolver):

@@ -14,7 +14,8 @@ import scipy.linalg
 
 import thermox
 from kfac_reference import EPS64
-from kfac_thermo._kfac_solvers import ThermoKronecker, ou_law_operators, relaxation_threshold, spd_inverse
+from kfac_thermo._kfac_solvers import (ThermoKronecker, ou_law_operators, relaxation_certificates,
+                                       relaxation_threshold, spd_inverse)
 
 
 def spd(n: int, condition: float, seed: int = 0) -> np.ndarray:
@@ -64,6 +65,9 @@ def test_law_operators_match_expm(x64, n, regime):
          "transient": 0.5 * mu / lam_min}[regime]
     assert (np.abs(inverse).sum(1).max() * mu / t <= 1) == (regime == "bounded")
     assert (lam_min >= mu / t) == (regime != "transient")
+    bounded, relaxed = relaxation_certificates(jnp.asarray(P), jnp.asarray(inverse), mu / t)
+    assert (bool(bounded), bool(relaxed)) == {"bounded": (True, True), "factorable": (False, True),
+                                              "transient": (False, False)}[regime]
     kappa0 = 1e-3
     law = jax.jit(lambda P: ou_law_operators(P, t, kappa0, noisy=True))(jnp.asarray(P))
     mean, covariance = reference_law(P, t, kappa0)

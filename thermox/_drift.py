@@ -184,6 +184,14 @@ class LowRankDrift(AbstractDrift):
         s, Q = self.gram_eigen if self.gram_eigen is not None else eigh(self.gram)
         return Q @ (g(jnp.maximum(s, 0.0)) * (Q.T @ c))
 
+    def prepared(self, krylov_dim: int) -> "LowRankDrift":
+        """This drift :meth:`diagonalized` when ``r <= krylov_dim`` and it is not yet (the Gram's ``eigh`` is then
+        exact and cheaper than Lanczos), else itself: callers applying several functions of one drift (the OU
+        mean and noise, every step of a path) prepare it once so that ``eigh`` runs once."""
+        if self.gram_eigen is None and self.gram.shape[0] <= krylov_dim:
+            return self.diagonalized()
+        return self
+
     def apply_fn(self, fn, x, *, krylov_dim: int = 64, krylov_rtol: float = 1e-6, **_):
         """``f(A) x = f(shift) x + W g(W^T W) W^T x``: the r x r function by the Gram's ``eigh`` when this drift is
         :meth:`diagonalized` (method "exact") or when ``r <= krylov_dim`` (Lanczos could need all r steps; the
@@ -191,8 +199,8 @@ class LowRankDrift(AbstractDrift):
         exact to ``krylov_rtol``), falling back to the ``eigh`` when Lanczos has not converged in ``krylov_dim``
         steps. Two products with ``W`` either way; nothing n x n.
         """
-        if self.gram_eigen is None and self.gram.shape[0] <= krylov_dim:
-            return self.diagonalized().apply_fn(fn, x)
+        if self is not (prepared := self.prepared(krylov_dim)):
+            return prepared.apply_fn(fn, x)
         g = self.divided_difference(fn)
         f_shift = fn(self.shift)
 

@@ -144,8 +144,8 @@ def evolve(
                 None if window is None else jnp.asarray(window, dtype))
     if method == "exact" and isinstance(drift, DenseDrift):
         drift = drift.eigen()
-    if method == "exact" and isinstance(drift, LowRankDrift):
-        drift = drift.diagonalized()
+    if isinstance(drift, LowRankDrift):
+        drift = drift.diagonalized() if method == "exact" else drift.prepared(krylov_dim)
     rtol = krylov_rtol if krylov_rtol is not None else max(1e-10, 1e3 * float(jnp.finfo(dtype).eps))
     apply = lambda fn, v: drift.apply_fn(fn, v, krylov_dim=krylov_dim, krylov_rtol=rtol)
     residual = b if start_at_zero else b - drift.mv(x0)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._drift import DenseDrift, EigenDrift, as_drift
+from ._drift import DenseDrift, EigenDrift, LowRankDrift, as_drift
 from ._evolve import check_time, check_vector
 from ._spectral import OULaw
 
@@ -65,6 +65,8 @@ def sample_path(
         return jnp.concatenate([x0[None], ys @ V.T], axis=0)
 
     rtol = krylov_rtol if krylov_rtol is not None else max(1e-10, 1e3 * float(jnp.finfo(x0.dtype).eps))
+    if isinstance(drift, LowRankDrift):
+        drift = drift.prepared(krylov_dim)  # one eigh of a small Gram for the whole path, not two per step
 
     def general_step(x, inputs):
         dt, z = inputs
