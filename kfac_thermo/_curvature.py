@@ -8,6 +8,12 @@ Hessian in the outputs ``H_i = L_i L_i^T``:
 - ``"empirical_fisher"``: ``G = (1/b) sum_i g_i g_i^T`` with per-example gradients ``g_i`` (rank b).
 - ``"mc_fisher"``: the same with ``g_i`` at a target sampled from the model's predictive distribution (rank b);
   an unbiased estimate of the GGN for exponential-family losses at a cost of b per-example gradients.
+- ``"ggn_curvature_prop"``: curvature propagation (Martens, Sutskever & Swersky 2012; kfac-jax's default
+  estimator): ``W = [J_i^T L_i v_i] / sqrt(b)`` with independent Rademacher vectors ``v_i`` (rank b). Since
+  ``E[v v^T] = I``, ``E[G] = GGN`` for any loss with a Hessian factor, at the Fishers' cost (one reverse pass).
+
+The estimators differ only in the output cotangents ``R_i`` (dz x m) with ``W = [J_i^T R_i] / sqrt(b)``:
+:func:`output_directions`.
 
 Parameters are any pytree; vectors here are its ``ravel_pytree`` flattening (length N).
 """
@@ -25,8 +31,36 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from ._losses import Loss
 from ._tap import JacobianRows, TappedModel
 
-CurvatureKind = Literal["ggn", "empirical_fisher", "mc_fisher"]
-CURVATURES = ("ggn", "empirical_fisher", "mc_fisher")
+CurvatureKind = Literal["ggn", "empirical_fisher", "mc_fisher", "ggn_curvature_prop"]
+CURVATURES = ("ggn", "empirical_fisher", "mc_fisher", "ggn_curvature_prop")
+SAMPLED_CURVATURES = ("mc_fisher", "ggn_curvature_prop")
+
+
+def check_curvature(kind: str, key: PRNGKeyArray | None = None, *, key_now: bool = True) -> None:
+    """A known curvature kind and, unless ``key_now=False`` (the key comes later), the key the sampled kinds
+    draw from."""
+    if kind not in CURVATURES:
+        raise ValueError(f"unknown curvature {kind!r}; choose one of {CURVATURES}")
+    if key_now and key is None and kind in SAMPLED_CURVATURES:
+        raise ValueError(f"curvature={kind!r} samples its estimate: it needs key=")
+
+
+def output_directions(kind: CurvatureKind, loss: Loss, z: Float[Array, "b dz"], targets: Array,
+                      key: PRNGKeyArray | None) -> Float[Array, "b dz m"]:
+    """The output cotangents ``R_i`` of each curvature kind at the batch outputs ``z`` (module docstring):
+    ``L_i`` (m = the loss Hessian's rank) for the GGN, ``L_i v_i`` with Rademacher ``v_i`` for curvature
+    propagation, the loss gradient in the outputs (at the data, or at a target sampled from the model) for the
+    Fishers (m = 1)."""
+    if kind in ("ggn", "ggn_curvature_prop"):
+        L = jax.vmap(loss.hessian_factor)(z, targets)
+        if kind == "ggn":
+            return L
+        v = jr.rademacher(key, (L.shape[0], L.shape[2]), dtype=L.dtype)
+        return jnp.einsum("idk,ik->id", L, v)[:, :, None]
+    if kind == "mc_fisher":
+        keys = jr.split(key, z.shape[0])
+        targets = jax.vmap(loss.sample_target)(keys, jax.lax.stop_gradient(z))
+    return jax.vmap(jax.grad(loss))(z, targets)[:, :, None]
 
 
 class BatchCurvature:
@@ -48,8 +82,7 @@ class BatchCurvature:
         targets: Array,
         key: PRNGKeyArray,
     ):
-        if kind not in CURVATURES:
-            raise ValueError(f"unknown curvature {kind!r}; choose one of {CURVATURES}")
+        check_curvature(kind, key)
         self.kind, self.loss, self.key = kind, loss, key
         self.flat, self.unravel = ravel_pytree(params)
         self.inputs, self.targets = inputs, targets
@@ -60,15 +93,8 @@ class BatchCurvature:
         return self.predict_fn(self.unravel(flat), self.inputs)
 
     def directions(self, z: Float[Array, "b dz"]) -> Float[Array, "b dz m"]:
-        """``R_i`` with ``W = [J_i^T R_i] / sqrt(b)`` at the batch outputs ``z``: ``L_i`` for the GGN, the loss
-        gradient in the outputs (at the data or at a sampled target) for the Fisher variants."""
-        if self.kind == "ggn":
-            return jax.vmap(self.loss.hessian_factor)(z, self.targets)
-        targets = self.targets
-        if self.kind == "mc_fisher":
-            keys = jr.split(self.key, self.batch_size)
-            targets = jax.vmap(self.loss.sample_target)(keys, jax.lax.stop_gradient(z))
-        return jax.vmap(jax.grad(self.loss))(z, targets)[:, :, None]
+        """``R_i`` with ``W = [J_i^T R_i] / sqrt(b)`` at the batch outputs ``z`` (:func:`output_directions`)."""
+        return output_directions(self.kind, self.loss, z, self.targets, self.key)
 
     def rows(self) -> JacobianRows:
         """``W`` (columns ``J_i^T R_ik / sqrt(b)``) in the model's layer structure (:meth:`TappedModel.jacobian`):

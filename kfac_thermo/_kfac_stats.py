@@ -7,6 +7,7 @@ pass gives ``s_ik`` for all examples; the curvature kinds differ only in ``R`` (
 - ``"ggn"``: the columns of ``L_i`` with ``L_i L_i^T`` the loss Hessian in the outputs (m = dz, or dz - 1 for
   softmax cross-entropy), so ``sum_k s_ik s_ik^T`` is the GGN's output-side factor;
 - ``"mc_fisher"``: the loss gradient at a target sampled from the model (m = 1);
+- ``"ggn_curvature_prop"``: ``L_i v_i`` with a Rademacher vector ``v_i`` (m = 1): unbiased GGN factors;
 - ``"empirical_fisher"``: the loss gradient at the data (m = 1): the derivatives the gradient's own reverse pass
   computes, so :func:`loss_grads_and_statistics` gets them at no extra model call.
 
@@ -21,10 +22,9 @@ from typing import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from ._curvature import CURVATURES, CurvatureKind
+from ._curvature import CurvatureKind, check_curvature, output_directions
 from ._kfac_layers import Fallback, KFACModel
 from ._losses import Loss, LossSpec
 
@@ -76,12 +76,9 @@ def _forward(model: KFACModel, leaves: list[Array], inputs: PyTree):
 
 
 def _directions(curvature: str, loss: Loss, z: Array, targets: Array, key) -> Float[Array, "m b dz"]:
-    """The output cotangents ``R`` of each curvature kind (module docstring), direction axis first."""
-    if curvature == "ggn":
-        return jnp.moveaxis(jax.vmap(loss.hessian_factor)(z, targets), 2, 0)
-    if curvature == "mc_fisher":
-        targets = jax.vmap(loss.sample_target)(jr.split(key, z.shape[0]), jax.lax.stop_gradient(z))
-    return jax.vmap(jax.grad(loss))(z, targets)[None]
+    """The output cotangents ``R`` of each curvature kind (``_curvature.output_directions``), direction axis
+    first."""
+    return jnp.moveaxis(output_directions(curvature, loss, z, targets, key), 2, 0)
 
 
 def batch_statistics(model: KFACModel, params: PyTree, inputs: PyTree, targets: Array, curvature: CurvatureKind,
@@ -107,8 +104,9 @@ def loss_grads_and_statistics(
 
     The batch loss (mean of the per-example ``loss``) and its gradient come from one forward and one reverse
     pass through the tapped model, whose probe cotangents are the empirical-Fisher output derivatives (scaled by
-    ``1/b``): with ``curvature="empirical_fisher"`` the statistics cost no extra model call. "mc_fisher" adds one
-    reverse pass (it needs ``key``), "ggn" adds m (the loss Hessian's rank), both from the same forward pass.
+    ``1/b``): with ``curvature="empirical_fisher"`` the statistics cost no extra model call. "mc_fisher" and
+    "ggn_curvature_prop" add one reverse pass (they need ``key``), "ggn" adds m (the loss Hessian's rank), all from
+    the same forward pass.
     Pass the result to the optimizer as ``update(grads, state, params, batch=batch, statistics=statistics)``;
     it is used on curvature-refresh steps only. ``curvature`` and ``fallback`` must match the optimizer's.
 
@@ -116,18 +114,16 @@ def loss_grads_and_statistics(
         predict_fn: ``predict_fn(params, inputs) -> outputs`` over a batch.
         loss: "softmax_cross_entropy", "mse" or a per-example callable ``(outputs, targets) -> scalar``.
         example_inputs: a batch of inputs (or shape structs) fixing the per-example input shape.
-        curvature: "ggn", "empirical_fisher" or "mc_fisher".
+        curvature: "ggn", "empirical_fisher", "mc_fisher" or "ggn_curvature_prop".
         fallback: "diagonal" or "identity", as given to the optimizer.
     """
     loss_fn = Loss(loss)
-    if curvature not in CURVATURES:
-        raise ValueError(f"unknown curvature {curvature!r}; choose one of {CURVATURES}")
+    check_curvature(curvature, key_now=False)
 
     def value_grads_statistics(params, batch, key=None):
         inputs, targets = batch
         targets = jnp.asarray(targets)
-        if curvature == "mc_fisher" and key is None:
-            raise ValueError("curvature='mc_fisher' samples targets: pass key=")
+        check_curvature(curvature, key)
         model = KFACModel(predict_fn, params, example_inputs, fallback)
         leaves, treedef = jax.tree_util.tree_flatten(params)
         f, shared, own, probes, shared_index = _forward(model, leaves, inputs)

@@ -26,7 +26,7 @@ import optax
 from jax.sharding import Mesh
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from ._curvature import CURVATURES, CurvatureKind
+from ._curvature import CurvatureKind, check_curvature
 from ._kfac_layers import Fallback, KFACModel
 from ._kfac_solvers import AbstractKroneckerSolver, BlockWork, ThermoKronecker, block_work
 from ._kfac_stats import LayerStatistics, batch_statistics, factors
@@ -129,12 +129,14 @@ def scale_by_kfac(
         damping: ``lambda > 0`` (may be injected); it takes effect at the next inverse refresh.
         example_inputs: a batch of inputs (arrays or shape structs, batch axis first): ``init`` traces the model
             on one example to find its layers and size the factors. Batches must match its per-example shape.
-        curvature: "ggn", "empirical_fisher" or "mc_fisher" (output derivatives, see ``_kfac_stats.py``).
+        curvature: "ggn", "empirical_fisher", "mc_fisher" or "ggn_curvature_prop" (output derivatives, see
+            ``_kfac_stats.py``).
         ema_decay: in [0, 1): weight of the old factors at each curvature refresh (may be injected).
         curvature_period: refresh the factors every this many steps (static int >= 1).
         inverse_period: refresh the solver's inverses every this many steps (static int >= 1).
         fallback: block of parameters in no factored layer: "diagonal" or "identity".
-        key: PRNG key for Monte-Carlo targets and device noise (required for "mc_fisher" and noisy devices).
+        key: PRNG key for sampled curvature estimates and device noise (required for "mc_fisher",
+            "ggn_curvature_prop" and noisy devices).
         nonfinite: "skip" makes the update zero when the gradient, the statistics or the direction is not finite
             and counts it in ``state.skipped``; factors and inverses are only replaced by finite ones computed
             from a finite gradient's step. "raise" fails at run time instead.
@@ -147,16 +149,13 @@ def scale_by_kfac(
     loss_fn = Loss(loss)
     if not callable(predict_fn):
         raise ValueError("predict_fn must be a callable predict_fn(params, inputs) -> outputs")
-    if curvature not in CURVATURES:
-        raise ValueError(f"unknown curvature {curvature!r}; choose one of {CURVATURES}")
+    check_curvature(curvature, key)
     if nonfinite not in ("skip", "raise"):
         raise ValueError(f"nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
     curvature_period = _check_period("curvature_period", curvature_period)
     inverse_period = _check_period("inverse_period", inverse_period)
     damping = check_damping(damping)
     ema_decay = _check_decay(ema_decay)
-    if key is None and curvature == "mc_fisher":
-        raise ValueError("curvature='mc_fisher' samples targets: it needs key=")
     if isinstance(solver, ThermoKronecker):
         needs_key(solver.device, key)
     name = "kfac"

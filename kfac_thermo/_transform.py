@@ -14,7 +14,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 import thermox
 
-from ._curvature import CURVATURES, BatchCurvature, CurvatureKind
+from ._curvature import BatchCurvature, CurvatureKind, check_curvature
 from ._losses import Loss, LossSpec
 from ._solvers import AbstractCurvatureSolver
 
@@ -87,17 +87,19 @@ def scale_by_natural_gradient(
 ) -> optax.GradientTransformationExtraArgs:
     r"""Replace the gradient ``g`` by ``solver``'s solution of ``(G + damping I) d = g``.
 
-    ``G`` is the batch curvature (``curvature``: the GGN, the empirical Fisher or the Monte-Carlo Fisher, see
-    :mod:`kfac_thermo._curvature`) at the current parameters, for the batch given as the keyword-only extra
-    argument ``batch=(inputs, targets)`` of ``update``. The direction has the pytree structure of the gradient.
+    ``G`` is the batch curvature (``curvature``: the GGN, its curvature-propagation estimate, the empirical Fisher
+    or the Monte-Carlo Fisher, see :mod:`kfac_thermo._curvature`) at the current parameters, for the batch given
+    as the keyword-only extra argument ``batch=(inputs, targets)`` of ``update``. The direction has the pytree
+    structure of the gradient.
 
     Args:
         solver: a digital solver (dense, Woodbury, CG) or :class:`ThermodynamicSolver`.
         predict_fn: ``predict_fn(params, inputs) -> outputs`` of shape (batch, dz).
         loss: "softmax_cross_entropy", "mse" or a per-example callable ``(outputs, targets) -> scalar``.
         damping: ``lambda > 0`` (may be injected with ``optax.inject_hyperparams``).
-        curvature: "ggn", "empirical_fisher" or "mc_fisher".
-        key: PRNG key for device noise and Monte-Carlo targets (required for noisy devices and "mc_fisher").
+        curvature: "ggn", "empirical_fisher", "mc_fisher" or "ggn_curvature_prop".
+        key: PRNG key for device noise and sampled curvature estimates (required for noisy devices, "mc_fisher"
+            and "ggn_curvature_prop").
         nonfinite: "skip" leaves parameters and state unchanged (an update of zeros) when the gradient or the
             direction is not finite and counts it in ``state.skipped``; "raise" fails at run time.
         host_flops_per_s: host throughput for the modeled time of the digital work.
@@ -107,12 +109,9 @@ def scale_by_natural_gradient(
         raise ValueError(f"nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
     if not callable(predict_fn):
         raise ValueError("predict_fn must be a callable predict_fn(params, inputs) -> outputs")
-    if curvature not in CURVATURES:
-        raise ValueError(f"unknown curvature {curvature!r}; choose one of {CURVATURES}")
+    check_curvature(curvature, key)
     name = type(solver).__name__
     damping = check_damping(damping)
-    if key is None and curvature == "mc_fisher":
-        raise ValueError("curvature='mc_fisher' samples targets: it needs key=")
     device = getattr(solver, "device", None)
     if device is not None:
         needs_key(device, key)

@@ -57,24 +57,27 @@ def make_step(optimizer, predict_fn):
 
 
 def optimizers(predict_fn, inputs, quick: bool) -> dict:
-    """Adam, digital K-FAC and thermodynamic K-FAC (both device methods, ideal and 8-bit converters) on the GGN
-    (the project's default curvature: m = 9 reverse passes per refresh here); the full run adds the Monte-Carlo
-    Fisher (one sampled label, one reverse pass per refresh) and K-FAC with exact damping."""
+    """Adam, digital K-FAC and thermodynamic K-FAC (the paper's "solve" method, ideal and 8-bit converters) with
+    two factor estimators: the exact GGN (the project's default: m = 9 reverse passes per refresh here) and
+    curvature propagation ("ggn_curvature_prop": one Rademacher-weighted reverse pass per refresh, unbiased for the
+    GGN; kfac-jax's default estimator). The full run adds the "invert" method, the Monte-Carlo Fisher (one sampled
+    label per example) and K-FAC with exact damping."""
     common = dict(predict_fn=predict_fn, loss="softmax_cross_entropy", damping=1e-3, example_inputs=inputs,
                   curvature_period=PERIOD, inverse_period=PERIOD)
-    mc = dict(common, curvature="mc_fisher", key=jr.key(1))
-    eight_bit = thermox.AnalogDevice(dac_bits=8, adc_bits=8)
-    out = {"adam": optax.adam(1e-3), "kfac": kfac_thermo.kfac(1e-3, **common)}
-    for method in ("solve", "invert"):
-        out[f"thermo_kfac {method} ideal"] = kfac_thermo.thermo_kfac(1e-3, method=method, t=1e3, **common)
-        out[f"thermo_kfac {method} 8-bit"] = kfac_thermo.thermo_kfac(1e-3, method=method, t=1e3, device=eight_bit,
-                                                                     **common)
+    estimators = {"": common, " ggn_curvature_prop": dict(common, curvature="ggn_curvature_prop", key=jr.key(1))}
+    if not quick:
+        estimators[" mc_fisher"] = dict(common, curvature="mc_fisher", key=jr.key(1))
+    devices = {"ideal": thermox.AnalogDevice(), "8-bit": thermox.AnalogDevice(dac_bits=8, adc_bits=8)}
+    methods = ("solve",) if quick else ("solve", "invert")
+    out = {"adam": optax.adam(1e-3)}
+    for suffix, options in estimators.items():
+        out[f"kfac{suffix}"] = kfac_thermo.kfac(1e-3, **options)
+        for method in methods:
+            for device_name, device in devices.items():
+                out[f"thermo_kfac {method} {device_name}{suffix}"] = kfac_thermo.thermo_kfac(
+                    1e-3, method=method, t=1e3, device=device, **options)
     if not quick:
         out["kfac exact damping"] = kfac_thermo.kfac(1e-3, damping_mode="exact", **common)
-        out["kfac mc_fisher"] = kfac_thermo.kfac(1e-3, **mc)
-        for method in ("solve", "invert"):
-            out[f"thermo_kfac {method} 8-bit mc_fisher"] = kfac_thermo.thermo_kfac(
-                1e-3, method=method, t=1e3, device=eight_bit, **mc)
     return out
 
 

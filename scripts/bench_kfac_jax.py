@@ -7,20 +7,20 @@ initial parameters on both sides), one batch of 512 standard-normal inputs with 
 cross-entropy, learning rate 1e-3, damping 1e-3, curvature and inverse refresh every 1 and every 10 steps.
 
 - Ours (this environment): ``kfac_thermo.kfac`` and ``kfac_thermo.thermo_kfac(method="solve", t=1e3)`` on the
-  ideal device, as in scripts/bench_kfac.py (GGN factors, factored damping, EMA 0.95, no momentum), with
+  ideal device, as in scripts/bench_kfac.py (factored damping, EMA 0.95, no momentum), with
   ``curvature_period = inverse_period = `` the refresh period, in a jit-compiled train step that donates the
-  parameters and state.
+  parameters and state; the factors estimated as kfac-jax's mode they are compared with (``OUR_CURVATURE``).
 - kfac-jax (its own virtual environment, created once under the cache directory by this script, which runs
   itself there as a worker subprocess): ``kfac_jax.Optimizer`` on the same function, its layers found by its
   automatic registration (the run fails if any of the three dense layers is not given a Kronecker-factored dense
   block), the loss registered with ``register_softmax_cross_entropy_loss``, its own ``jax.value_and_grad``,
   ``use_adaptive_learning_rate/momentum/damping=False`` with learning rate 1e-3, momentum 0 and damping 1e-3
   passed to ``step`` (with ``global_step_int``, so no step-counter sync), factored (pi) damping, EMA 0.95,
-  ``curvature_update_period = inverse_update_period = `` the refresh period, no burn-in. Two estimation modes:
-  ``ggn_curvature_prop`` (its default: one Rademacher-weighted reverse pass per curvature refresh, an unbiased
-  estimate of the GGN factors; the headline, the cheaper and so the harder baseline for us) and ``ggn_exact``
-  (the exact GGN factors from all 10 loss-Hessian square-root columns: the same factors ours computes, with its
-  9 reverse passes).
+  ``curvature_update_period = inverse_update_period = `` the refresh period, no burn-in. Two estimation modes,
+  each against ours with the same estimator: ``ggn_curvature_prop`` (its default and the headline: one
+  Rademacher-weighted reverse pass per curvature refresh, an unbiased estimate of the GGN factors; ours
+  ``curvature="ggn_curvature_prop"``) and ``ggn_exact`` (the exact GGN factors from all 10 loss-Hessian
+  square-root columns; ours ``curvature="ggn"``, the same factors from its 9 reverse passes).
 - ``optax.adam(1e-3)`` in both environments: the normaliser.
 
 Protocol: every optimizer is compiled and run for WARM_ROUNDS rounds before timing (compilation excluded). Then
@@ -83,6 +83,7 @@ PAUSE_S = 0.2
 KFAC_JAX_VERSION, KFAC_JAX_JAX_VERSION = "0.0.8", "0.8.3"
 KFAC_JAX_MODES = ("ggn_curvature_prop", "ggn_exact")
 HEADLINE_MODE = "ggn_curvature_prop"
+OUR_CURVATURE = {"ggn_curvature_prop": "ggn_curvature_prop", "ggn_exact": "ggn"}  # kfac-jax mode: ours
 OURS = ("kfac", "thermo_kfac")
 
 Params = list[tuple[jax.Array, jax.Array]]
@@ -249,18 +250,21 @@ def kfac_jax_python(cache_dir: Path) -> Path:
     return cached_venv(venv, "import kfac_jax", lambda: [pinned, resolved])
 
 
-def our_trainings(periods: tuple[int, ...]) -> dict[str, Training]:
-    """Adam, K-FAC and thermodynamic K-FAC (ideal device, ``method="solve"``) per refresh period, here."""
+def our_trainings(periods: tuple[int, ...], modes: tuple[str, ...]) -> dict[str, Training]:
+    """Adam, K-FAC and thermodynamic K-FAC (ideal device, ``method="solve"``) per refresh period and kfac-jax
+    estimation mode (ours with the matching curvature, ``OUR_CURVATURE``), here."""
     import kfac_thermo
 
     example_inputs = make_batch()[0]
     trainings = {"adam": optax_training(optax.adam(LEARNING_RATE), ADAM_STEPS)}
     for period in periods:
-        common = dict(predict_fn=predict, loss="softmax_cross_entropy", damping=DAMPING, ema_decay=EMA_DECAY,
-                      example_inputs=example_inputs, curvature_period=period, inverse_period=period)
-        trainings[case("kfac", period)] = optax_training(kfac_thermo.kfac(LEARNING_RATE, **common), period)
-        trainings[case("thermo_kfac", period)] = optax_training(
-            kfac_thermo.thermo_kfac(LEARNING_RATE, method="solve", t=THERMO_T, **common), period)
+        for mode in modes:
+            common = dict(predict_fn=predict, loss="softmax_cross_entropy", damping=DAMPING, ema_decay=EMA_DECAY,
+                          example_inputs=example_inputs, curvature_period=period, inverse_period=period,
+                          curvature=OUR_CURVATURE[mode], key=jax.random.key(1))
+            trainings[case("kfac", period, mode)] = optax_training(kfac_thermo.kfac(LEARNING_RATE, **common), period)
+            trainings[case("thermo_kfac", period, mode)] = optax_training(
+                kfac_thermo.thermo_kfac(LEARNING_RATE, method="solve", t=THERMO_T, **common), period)
     return trainings
 
 
@@ -310,7 +314,7 @@ def summarise(times: dict[str, list[tuple[float, float]]], first_round_s: dict[s
     for period in periods:
         entry = {}
         for name, key in ratio_keys(period).items():
-            entry[name] = {mode: compare(cases[case(name, period)], cases[case("kfac_jax", period, mode)],
+            entry[name] = {mode: compare(cases[case(name, period, mode)], cases[case("kfac_jax", period, mode)],
                                          adam_ours, adam_theirs) for mode in modes}
             headline = entry[name].get(HEADLINE_MODE, {})
             result["ratios"][key] = headline.get("wall_min")
@@ -340,16 +344,16 @@ def kfac_jax_ratio(quick: bool, *, cache_dir: Path = DEFAULT_CACHE_DIR, rounds: 
     try:
         print(f"  compiling ours and kfac-jax {kfac_jax['kfac-jax']} (jax {kfac_jax['jax']})", flush=True)
         setup = worker.call("setup", periods=list(periods), modes=list(modes))
-        ours = our_trainings(periods)
+        ours = our_trainings(periods, modes)
         first_round_s = {name: training.warm() for name, training in ours.items()}
         first_round_s.update(setup["first_round_s"])
         theirs = lambda name: lambda seed: tuple(worker.call("run", name=name)["times"])
         runners: dict[str, Callable[[int], tuple[float, float]]] = {
             "adam": lambda seed: ours["adam"](), "kfac_jax adam": theirs("kfac_jax adam")}
         for period in periods:
-            for name in OURS:
-                runners[case(name, period)] = lambda seed, n=case(name, period): ours[n]()
             for mode in modes:
+                for name in OURS:
+                    runners[case(name, period, mode)] = lambda seed, n=case(name, period, mode): ours[n]()
                 runners[case("kfac_jax", period, mode)] = theirs(case("kfac_jax", period, mode))
         load_start = os.getloadavg()[0]
         times = interleaved(runners, rounds, pause_s=PAUSE_S)

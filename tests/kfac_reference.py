@@ -122,6 +122,14 @@ def ggn(loss: str, predict, params, x, y) -> np.ndarray:
     return sum(J[i].T @ output_hessian(loss, z[i]) @ J[i] for i in range(b)) / b
 
 
+def jacobian_outer(predict, params, x, R) -> np.ndarray:
+    """``(1/b) sum_i J_i^T R_i R_i^T J_i`` for given output cotangents ``R`` (b, dz, m): the curvature whose
+    factor has the columns ``J_i^T R_ik / sqrt(b)``, from dense Jacobians."""
+    J = np.asarray(_output_jacobian(predict, params, x)[0])
+    R = np.asarray(R)
+    return sum(J[i].T @ R[i] @ R[i].T @ J[i] for i in range(J.shape[0])) / J.shape[0]
+
+
 def empirical_fisher(loss: str, predict, params, x, y) -> np.ndarray:
     """``F = (1/b) sum_i g_i g_i^T`` with the per-example gradients ``g_i``."""
     per_example = np.asarray(_per_example_gradients(loss, predict, params, x, y))  # (b, N)

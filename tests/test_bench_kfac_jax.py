@@ -30,13 +30,14 @@ def test_skips_with_the_reason_when_its_environment_cannot_be_created(tmp_path):
 
 
 def made_up_times() -> dict:
-    """Rounds of (wall, cpu) seconds: our Adam 10 ms, theirs 20 ms; each K-FAC twice (or 3x) its own Adam."""
+    """Rounds of (wall, cpu) seconds: our Adam 10 ms, theirs 20 ms; each K-FAC with the curvature-propagation
+    estimator twice (kfac-jax) or 2-3x (ours) its own Adam, the exact GGN 1.5x that."""
     times = {"adam": [(0.010, 0.020), (0.012, 0.022)], "kfac_jax adam": [(0.020, 0.040), (0.024, 0.044)]}
     for period in bkj.PERIODS:
-        for name in bkj.OURS:
-            times[bkj.case(name, period)] = [(0.020, 0.040), (0.030, 0.050)]
-        for mode, factor in (("ggn_curvature_prop", 2), ("ggn_exact", 3)):
-            times[bkj.case("kfac_jax", period, mode)] = [(0.020 * factor, 0.040 * factor)] * 2
+        for mode, factor in (("ggn_curvature_prop", 1.0), ("ggn_exact", 1.5)):
+            for name in bkj.OURS:
+                times[bkj.case(name, period, mode)] = [(0.020 * factor, 0.040 * factor), (0.030 * factor, 0.050)]
+            times[bkj.case("kfac_jax", period, mode)] = [(0.040 * factor, 0.080 * factor)] * 2
     return times
 
 
@@ -49,7 +50,9 @@ def test_ratios_raw_and_normalised_by_each_environments_adam():
     assert kfac["wall_median"] == pytest.approx(0.025 / 0.040)
     assert kfac["wall_min_normalised"] == pytest.approx(0.5 / (0.010 / 0.020))  # Adams 10 vs 20 ms: 1.0
     assert kfac["cpu_median"] == pytest.approx(0.045 / 0.080)
-    assert result["periods"]["1"]["thermo_kfac"]["ggn_exact"]["wall_min"] == pytest.approx(1 / 3)
+    # Each of ours is divided by kfac-jax with the same estimator (ours with the exact GGN: 30 ms / 60 ms).
+    assert result["periods"]["1"]["thermo_kfac"]["ggn_exact"]["wall_min"] == pytest.approx(0.5)
+    assert result["periods"]["1"]["thermo_kfac"]["ggn_exact"]["wall_median"] == pytest.approx(0.0375 / 0.060)
     assert result["kfac_step_over_kfac_jax"] == result["ratios"]["kfac_step_over_kfac_jax"] == pytest.approx(0.5)
     assert result["ratios_median"]["thermo_kfac_step_over_kfac_jax_refresh1"] == pytest.approx(0.025 / 0.040)
     assert set(result["ratios"]) == set(bkj.RATIO_KEYS)

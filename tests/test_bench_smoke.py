@@ -8,6 +8,7 @@ import json
 import pathlib
 import sys
 
+import jax.numpy as jnp
 import pytest
 
 SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
@@ -135,3 +136,16 @@ def test_quick_convergence_runs_on_digits(tmp_path):
     result = bench.section_convergence(True, seeds=1, runs_dir=str(tmp_path), labels=("adam",))
     adam = result["tasks"]["digits"]["optimizers"]["adam"]
     assert adam["seeds"][0]["steps"] == 300
+
+
+def test_kfac_section_finds_every_optimizer_it_reports():
+    """Every optimizer bench.py reports from the K-FAC section is one of scripts/bench_kfac.py's (quick set)."""
+    import bench_kfac
+
+    predict = lambda params, x: x @ params
+    available = bench_kfac.optimizers(predict, jnp.zeros((4, 3)), True)
+    assert {ours: bench.kfac_name(available, ours) for ours in bench.KFAC_WANTED} == {
+        "adam": "adam", "kfac": "kfac ggn_curvature_prop",
+        "thermo_kfac": "thermo_kfac solve ideal ggn_curvature_prop",
+        "thermo_kfac_8bit": "thermo_kfac solve 8-bit ggn_curvature_prop",
+        "kfac_ggn": "kfac", "thermo_kfac_ggn": "thermo_kfac solve ideal"}

@@ -1,5 +1,5 @@
-"""The curvature factors ``G = W W^T`` (explicit and matrix-free) against the dense references, and the
-Monte-Carlo Fisher's mean."""
+"""The curvature factors ``G = W W^T`` (explicit and matrix-free) against the dense references, and the means
+of the sampled estimates (Monte-Carlo Fisher, curvature propagation)."""
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import kfac_thermo as kt
+from kfac_thermo._curvature import output_directions
 import kfac_reference as ref
 
 
@@ -35,9 +36,11 @@ def test_factor_and_matvec_match_dense(x64, loss):
         np.testing.assert_allclose(np.asarray(Gv), dense @ v, rtol=0, atol=tol * np.linalg.norm(v), err_msg=kind)
 
 
+@pytest.mark.parametrize("kind", ["mc_fisher", "ggn_curvature_prop"])
 @pytest.mark.parametrize("loss", ["softmax_cross_entropy", "mse"])
-def test_mc_fisher_is_unbiased_for_the_ggn(x64, loss):
-    """One target sampled per example from the model's predictive distribution: E[W W^T] = G (GGN).
+def test_sampled_curvatures_are_unbiased_for_the_ggn(x64, loss, kind):
+    """One target sampled per example from the model's predictive distribution ("mc_fisher"), or one Rademacher
+    combination of the loss Hessian's factor columns ("ggn_curvature_prop"): E[W W^T] = G (GGN).
 
     Each entry's mean over M independent draws is within 5 standard errors (sample std / sqrt(M)) of the GGN;
     the std is itself estimated from the M draws (relative error ~ 1/sqrt(2M) = 1.6%, absorbed by the 5)."""
@@ -48,7 +51,7 @@ def test_mc_fisher_is_unbiased_for_the_ggn(x64, loss):
     @ref.quick_jit
     @jax.vmap
     def draw(key):
-        W = kt.BatchCurvature("mc_fisher", ref.mlp_predict, kt.Loss(loss), params, x, y, key).factor()
+        W = kt.BatchCurvature(kind, ref.mlp_predict, kt.Loss(loss), params, x, y, key).factor()
         return W @ W.T
 
     samples = np.asarray(draw(jr.split(jr.key(1), M)))
@@ -62,11 +65,12 @@ def test_mc_fisher_is_unbiased_for_the_ggn(x64, loss):
 def test_matrix_free_low_rank_form(x64, loss):
     """``low_rank() = (W^T W, c -> W c, v -> W^T v)`` without forming W (what TNGD and Woodbury use):
     ``W W^T v`` equals the dense ``G v``, the Gram's eigenvalues are G's nonzero ones, and the Gram is the one
-    of its own factor (``W^T W c``); for the Monte-Carlo Fisher (same key) it equals the explicit factor's.
-    (An equinox model goes through the same path in test_kfac_exact.py.)"""
+    of its own factor (``W^T W c``). The sampled kinds are checked at the output cotangents their key draws
+    (``output_directions``), against dense Jacobians. (An equinox model goes through the same path in
+    test_kfac_exact.py.)"""
     predict = ref.mlp_predict
     params, x, y = ref.problem(loss)
-    kinds = ("ggn", "empirical_fisher", "mc_fisher")
+    kinds = ("ggn", "empirical_fisher", "mc_fisher", "ggn_curvature_prop")
     rng = np.random.default_rng(1)
     v = rng.normal(size=39)
 
@@ -77,15 +81,15 @@ def test_matrix_free_low_rank_form(x64, loss):
             curvature = kt.BatchCurvature(kind, predict, kt.Loss(loss), params, x, y, jr.key(5))
             gram, factor, factor_transpose = curvature.low_rank()
             c = jnp.ones(gram.shape[0])
-            W = curvature.factor()
             out.append(dict(gram=gram, GGv=factor(factor_transpose(v)), WtWc=factor_transpose(factor(c)),
-                            gram_c=gram @ c, WWt=W @ W.T))
+                            gram_c=gram @ c))
         return out
 
     for kind, f in zip(kinds, forms(v)):
         f = {k: np.asarray(a) for k, a in f.items()}
-        if kind == "mc_fisher":
-            dense = f["WWt"]  # the explicit factor, itself checked against the GGN in distribution above
+        if kind in ("mc_fisher", "ggn_curvature_prop"):
+            R = output_directions(kind, kt.Loss(loss), predict(params, x), y, jr.key(5))
+            dense = ref.jacobian_outer(predict, params, x, R)
         else:
             dense = (ref.ggn if kind == "ggn" else ref.empirical_fisher)(loss, predict, params, x, y)
         # Rounding: sums of O(N) products of O(1)-conditioned terms, <= 100 N eps relative to |G|.

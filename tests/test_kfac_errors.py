@@ -54,9 +54,10 @@ def test_noisy_device_needs_key(name):
     make(name, device=thermox.AnalogDevice(kappa0=1e-3), key=jr.key(0))  # with a key it is fine
 
 
-def test_mc_fisher_needs_key():
-    with pytest.raises(ValueError, match="key"):
-        make("ngd", curvature="mc_fisher")
+@pytest.mark.parametrize("curvature", ["mc_fisher", "ggn_curvature_prop"])
+def test_sampled_curvature_needs_key(curvature):
+    with pytest.raises(ValueError, match=f"curvature='{curvature}' samples its estimate: it needs key="):
+        make("ngd", curvature=curvature)
 
 
 def test_unknown_nonfinite_policy():
