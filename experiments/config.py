@@ -89,7 +89,7 @@ class SgdOptimizer:
 
 @dataclass
 class NaturalGradientOptimizer:
-    """Shared fields of the natural-gradient family. ``curvature``: ggn | empirical_fisher | mc_fisher, or auto
+    """Shared fields of the natural-gradient family. ``curvature``: ggn | ggn_curvature_prop | empirical_fisher | mc_fisher, or auto
     (the task's choice: the exact GGN for classification, the Monte-Carlo Fisher for wide QA outputs)."""
 
     name: str = MISSING

@@ -67,9 +67,8 @@ class BatchCurvature:
     """The curvature of one batch at ``params``, built lazily inside a trace.
 
     ``factor()`` forms ``W`` (N x r) explicitly and ``low_rank()`` gives its Gram and products without forming it,
-    both from one forward and m reverse passes of the batch (m = dz or dz - 1 for the GGN, 1 for the Fishers).
-    ``matvec(v)`` is ``G v`` from one Jacobian-vector and one vector-Jacobian product (2 model calls), never
-    forming ``W``.
+    both from one forward and m reverse passes of the batch (m = dz or dz - 1 for the GGN, 1 for the sampled and
+    empirical estimates). ``matvec_fn()`` gives ``v -> G v`` without forming ``W``.
     """
 
     def __init__(
@@ -124,10 +123,11 @@ class BatchCurvature:
         return self.rows().matrix().T
 
     def matvec_fn(self) -> Callable[[Float[Array, " N"]], Float[Array, " N"]]:
-        """``v -> G v``; for the GGN by linearizing the model once (1 JVP + 1 VJP per product)."""
+        """``v -> G v``: for the GGN by linearizing the model once (1 JVP + 1 VJP per product); for the rank-b
+        estimates as ``W (W^T v)`` from :meth:`low_rank` (one forward and one reverse pass, ``W`` never formed)."""
         if self.kind != "ggn":
-            W = self.factor()
-            return lambda v: W @ (W.T @ v)
+            _, factor, factor_transpose = self.low_rank()
+            return lambda v: factor(factor_transpose(v))
         b = self.batch_size
         z, jvp = jax.linearize(self.outputs, self.flat)
         vjp = jax.linear_transpose(jvp, self.flat)

@@ -75,8 +75,7 @@ class KFACModel:
                 "parameter operand used nowhere else, or a kfac_thermo.register_dense mark, at the top level of "
                 f"the traced model). Parameters and the operations reading them: {found}"
             )
-        covered = {layer.weight for layer in self.layers} | {layer.bias for layer in self.layers}
-        self.rest = [i for i in range(len(self.shapes)) if i not in covered]
+        self.rest = self.tapped.rest
 
     def dims(self, layer: LayerTap) -> tuple[int, int]:
         """``(n_out, n_in)`` of the block, the bias column included in n_in."""
@@ -88,55 +87,13 @@ class KFACModel:
     # ---------------------------------------------------------------------------------- parameters <-> blocks
 
     def matrices(self, leaves: list[Array]) -> list[Float[Array, "out in"]]:
-        """Each layer's ``[W | b]`` from the (gradient) leaves."""
-        out = []
-        for layer in self.layers:
-            n_out, n_in = self.dims(layer)
-            W = jnp.transpose(leaves[layer.weight], layer.weight_out + layer.weight_in)
-            W = W.reshape(n_out, n_in - (layer.bias is not None))
-            if layer.bias is not None:
-                bias = leaves[layer.bias].reshape(-1)[jnp.asarray(layer.bias_index)]
-                W = jnp.concatenate([W, bias[:, None].astype(W.dtype)], axis=1)
-            out.append(W)
-        return out
+        """Each layer's ``[W | b]`` from the (gradient) leaves (:meth:`TappedModel.blocks`)."""
+        return self.tapped.blocks(leaves)[0]
 
     def unmatrices(self, matrices: list[Array], leaves: list[Array]) -> list[Array]:
         """``leaves`` with every layer's weight and bias replaced by the entries of its block matrix."""
-        leaves = list(leaves)
-        for layer, M in zip(self.layers, matrices):
-            shape = self.shapes[layer.weight]
-            order = layer.weight_out + layer.weight_in
-            W = M[:, : M.shape[1] - (layer.bias is not None)].reshape([shape[d] for d in order])
-            leaves[layer.weight] = jnp.transpose(W, [order.index(d) for d in range(len(shape))]).astype(
-                leaves[layer.weight].dtype)
-            if layer.bias is not None:
-                bias = jnp.zeros(math.prod(self.shapes[layer.bias]), M.dtype).at[jnp.asarray(layer.bias_index)].set(M[:, -1])
-                leaves[layer.bias] = bias.reshape(self.shapes[layer.bias]).astype(leaves[layer.bias].dtype)
-        return leaves
-
-    # ---------------------------------------------------------------------------------------- statistics
-
-    def input_rows(self, layer: LayerTap, act: Array) -> Float[Array, "b T n_in"]:
-        """The layer's input rows ``a_it`` (patches for a convolution), with the bias's constant 1 appended.
-
-        ``act`` is the recorded operand for a batch, shape (b, *operand shape of one example)."""
-        b = act.shape[0]
-        if layer.kind == "conv":
-            rows = _patches(layer, act, self.shapes[layer.weight])
-        else:
-            positions = [d for d in range(act.ndim - 1) if d not in layer.act_features]
-            order = [0] + [d + 1 for d in positions] + [d + 1 for d in layer.act_features]
-            rows = jnp.transpose(act, order).reshape(b, -1, math.prod(act.shape[d + 1] for d in layer.act_features))
-        if layer.bias is not None:
-            rows = jnp.concatenate([rows, jnp.ones(rows.shape[:2] + (1,), rows.dtype)], axis=2)
-        return rows
-
-    def delta_rows(self, layer: LayerTap, delta: Array) -> Float[Array, "m b T n_out"]:
-        """The output derivatives ``s_ikt`` from the probe cotangents, shape (m, b, *output shape of one example)."""
-        m, b = delta.shape[:2]
-        positions = [d for d in range(delta.ndim - 2) if d not in layer.out_channels]
-        order = [0, 1] + [d + 2 for d in positions] + [d + 2 for d in layer.out_channels]
-        return jnp.transpose(delta, order).reshape(m, b, -1, self.dims(layer)[0])
+        matrices = [M.astype(leaves[layer.weight].dtype) for layer, M in zip(self.layers, matrices)]
+        return self.tapped.unblocks(matrices, [leaves[i] for i in self.rest], leaves)
 
     # ---------------------------------------------------------------------------------------------- table
 
@@ -152,24 +109,6 @@ class KFACModel:
         for i in self.rest:
             rows[i] = self.fallback
         return BlockTable(BlockRow(path, shape, rows[i]) for i, (path, shape) in enumerate(zip(paths, self.shapes)))
-
-
-def _patches(layer: LayerTap, act: Array, kernel_shape: tuple[int, ...]) -> Float[Array, "b T n_in"]:
-    """Convolution patches as rows: features (input channel, then kernel window in the kernel's spatial order)."""
-    params = layer.conv_params
-    spec = params["dimension_numbers"]
-    b = act.shape[0]
-    # Merge the examples into the convolution's own batch axis.
-    x = jnp.moveaxis(act, 0, spec.lhs_spec[0])
-    shape = list(x.shape)
-    x = x.reshape(shape[: spec.lhs_spec[0]] + [shape[spec.lhs_spec[0]] * shape[spec.lhs_spec[0] + 1]]
-                  + shape[spec.lhs_spec[0] + 2:])
-    patches = jax.lax.conv_general_dilated_patches(
-        x, tuple(kernel_shape[d] for d in spec.rhs_spec[2:]), params["window_strides"], params["padding"],
-        params["lhs_dilation"], params["rhs_dilation"], spec,
-    )
-    patches = jnp.transpose(patches, (spec.out_spec[0],) + tuple(spec.out_spec[2:]) + (spec.out_spec[1],))
-    return patches.reshape(b, -1, patches.shape[-1])
 
 
 def kfac_blocks(predict_fn: Callable, params: PyTree, example_inputs: PyTree, *,

@@ -251,9 +251,7 @@ class ThermoKronecker(AbstractKroneckerSolver):
 
     @property
     def _noisy(self) -> bool:
-        """Static: False only for a device whose ``kappa0`` is a concrete zero."""
-        kappa0 = self.device.kappa0
-        return isinstance(kappa0, jax.core.Tracer) or bool(kappa0 != 0)
+        return not self.device.is_noiseless
 
     def init(self, n_out, n_in, dtype):
         if self.method == "invert":

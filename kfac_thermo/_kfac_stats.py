@@ -26,6 +26,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ._curvature import CurvatureKind, check_curvature, output_directions
 from ._kfac_layers import Fallback, KFACModel
+from ._tap import delta_rows, input_rows
 from ._losses import Loss, LossSpec
 
 
@@ -48,31 +49,10 @@ class LayerStatistics(eqx.Module):
 
 
 def _forward(model: KFACModel, leaves: list[Array], inputs: PyTree):
-    """``f(shared, per_example, probes) -> (outputs (b, dz), layer inputs)``: the batch through the tapped model,
-    the fallback leaves (diagonal fallback) and the probes given per example, the other leaves shared."""
+    """``(f, shared, own, probes, per_example)`` (:meth:`TappedModel.batched`): the fallback leaves (diagonal
+    fallback) given per example, the other leaves shared."""
     per_example = model.rest if model.fallback == "diagonal" else []
-    shared_index = [i for i in range(len(leaves)) if i not in per_example]
-    record = {layer.eqn_index: layer.act_position for layer in model.layers}
-
-    def one(shared, own, probes, x):
-        merged = list(leaves)
-        for i, leaf in zip(shared_index, shared):
-            merged[i] = leaf
-        for i, leaf in zip(per_example, own):
-            merged[i] = leaf
-        probes = {layer.eqn_index: p for layer, p in zip(model.layers, probes)}
-        out, recorded = model.tapped.run(merged, x, probes, record)
-        return out, tuple(recorded[layer.eqn_index] for layer in model.layers)
-
-    def f(shared, own, probes):
-        return jax.vmap(one, in_axes=(None, 0, 0, 0))(shared, own, probes, inputs)
-
-    b = jax.tree_util.tree_leaves(inputs)[0].shape[0]
-    shared = [leaves[i] for i in shared_index]
-    own = [jnp.broadcast_to(leaves[i], (b,) + leaves[i].shape) for i in per_example]
-    probes = [jnp.broadcast_to(model.tapped.probe_like(l.eqn_index), (b,) + model.tapped.probe_like(l.eqn_index).shape)
-              for l in model.layers]
-    return f, shared, own, probes, shared_index
+    return (*model.tapped.batched(leaves, inputs, per_example), per_example)
 
 
 def _directions(curvature: str, loss: Loss, z: Array, targets: Array, key) -> Float[Array, "m b dz"]:
@@ -126,7 +106,8 @@ def loss_grads_and_statistics(
         check_curvature(curvature, key)
         model = KFACModel(predict_fn, params, example_inputs, fallback)
         leaves, treedef = jax.tree_util.tree_flatten(params)
-        f, shared, own, probes, shared_index = _forward(model, leaves, inputs)
+        f, shared, own, probes, per_example = _forward(model, leaves, inputs)
+        shared_index = [i for i in range(len(leaves)) if i not in per_example]
         z, vjp_fn, acts = jax.vjp(f, shared, own, probes, has_aux=True)
         b = z.shape[0]
         value, gz = jax.value_and_grad(lambda z: jnp.mean(jax.vmap(loss_fn)(z, targets)))(z)
@@ -134,7 +115,7 @@ def loss_grads_and_statistics(
         grads = list(leaves)
         for i, g in zip(shared_index, g_shared):
             grads[i] = g
-        for i, g in zip(model.rest if fallback == "diagonal" else [], g_own):
+        for i, g in zip(per_example, g_own):
             grads[i] = jnp.sum(g, axis=0)
         if curvature == "empirical_fisher":
             rows, deltas, extra = [b * g[None] for g in g_own], [b * g[None] for g in g_probes], 0.0
@@ -166,18 +147,21 @@ def gram(X: Float[Array, "r n"]) -> Float[Array, "n n"]:
     return jnp.block([[lower[i, j] if j <= i else lower[j, i].T for j in range(k)] for i in range(k)])
 
 
+def _rows(x: Float[Array, "... n T"]) -> Float[Array, "r n"]:
+    """The columns ``x[..., :, t]`` as rows (a reshape when T = 1)."""
+    return jnp.swapaxes(x, -1, -2).reshape(-1, x.shape[-2])
+
+
 def factors(model: KFACModel, statistics: LayerStatistics) -> tuple[list, list, list]:
     """``(A, S, D)``: per layer the input and output factors, per fallback leaf its diagonal curvature (empty for
-    the identity fallback). Definitions in ``_kfac_layers.py``."""
+    the identity fallback). Definitions in ``_kfac_layers.py``; rows from ``_tap.input_rows`` / ``delta_rows``."""
     A, S = [], []
     for layer, act, delta in zip(model.layers, statistics.inputs, statistics.deltas):
-        a = model.input_rows(layer, act)
-        s = model.delta_rows(layer, delta)
-        b, T = a.shape[:2]
-        a = a.reshape(-1, a.shape[-1])
-        s = s.reshape(-1, s.shape[-1])
-        A.append(gram(a) / (b * T))
-        S.append(gram(s) / b)
+        a = input_rows(layer, act, model.shapes[layer.weight])  # (b, n_in, T)
+        s = delta_rows(layer, delta)  # (m, b, n_out, T)
+        b, T = a.shape[0], a.shape[2]
+        A.append(gram(_rows(a)) / (b * T))
+        S.append(gram(_rows(s)) / b)
     b = jax.tree_util.tree_leaves(statistics.inputs)[0].shape[0]
     D = [jnp.sum(r * r, axis=(0, 1)) / b for r in statistics.rows]
     return A, S, D

@@ -360,32 +360,53 @@ class TappedModel:
             matrices.append(matrix)
         return matrices, [leaves[i] for i in self.rest]
 
+    def unblocks(self, matrices: list[Array], rest: list[Array], like: list[Array]) -> list[Array]:
+        """The parameter leaves (shaped and typed as ``like``) of a vector given in the layer structure: the inverse
+        of :meth:`blocks` (its transpose, as it permutes entries)."""
+        (leaves,) = jax.linear_transpose(self.blocks, like)((matrices, rest))
+        return leaves
+
+    def batched(self, leaves: list[Array], inputs: PyTree, per_example: list[int]):
+        """``(f, shared, own, probes)`` for a batch: ``f(shared, own, probes) -> (outputs (b, dz), layer inputs)``
+        runs every example through the model with ``probes`` (zeros) added to each layer's output and records each
+        layer's input operand (b, ...). The leaves listed in ``per_example`` enter as ``own``, one copy per example,
+        so reverse passes return their per-example rows; the others as ``shared``. Convolution layers are
+        evaluated as kernel x patches (:func:`_conv_by_patches`)."""
+        b = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+        record = {layer.eqn_index: layer.act_position for layer in self.layers}
+        convolutions = {layer.eqn_index: functools.partial(_conv_by_patches, layer, self.out_shape(layer))
+                        for layer in self.layers if layer.kind == "conv"}
+        shared_index = [i for i in range(len(leaves)) if i not in per_example]
+
+        def one(shared, own, probes, x):
+            merged = list(leaves)
+            for i, leaf in itertools.chain(zip(shared_index, shared), zip(per_example, own)):
+                merged[i] = leaf
+            out, recorded = self.run(merged, x, dict(zip(record, probes)), record, convolutions)
+            return out, [recorded[index] for index in record]
+
+        def f(shared, own, probes):
+            return jax.vmap(one, in_axes=(None, 0, 0, 0))(shared, own, probes, inputs)
+
+        shared = [leaves[i] for i in shared_index]
+        own = [jnp.broadcast_to(leaves[i], (b,) + self.shapes[i]) for i in per_example]
+        probes = [jnp.broadcast_to(self.probe_like(index), (b,) + self.probe_like(index).shape) for index in record]
+        return f, shared, own, probes
+
     def jacobian(
         self, params: PyTree, inputs: PyTree, directions: Callable[[Float[Array, "b dz"]], Float[Array, "m b dz"]]
     ) -> "JacobianRows":
         r"""The columns ``J_i^T R_ik`` of a batch's output Jacobian in the layer structure, for output cotangents
         ``R = directions(z)`` (m per example) computed from the batch's outputs ``z``.
 
-        One forward pass of the batch records each layer's input; only the reverse pass (to zero probes added to
-        each layer's output and to per-example copies of the :attr:`rest` leaves, never to the layer weights) is
-        repeated for each of the m directions.
+        One forward pass of the batch records each layer's input (:meth:`batched`); only the reverse pass (to zero
+        probes added to each layer's output and to per-example copies of the :attr:`rest` leaves, never to the
+        layer weights) is repeated for each of the m directions.
         """
         leaves = jax.tree_util.tree_leaves(params)
         b = jax.tree_util.tree_leaves(inputs)[0].shape[0]
-        record = {layer.eqn_index: layer.act_position for layer in self.layers}
-        convolutions = {layer.eqn_index: functools.partial(_conv_by_patches, layer, self.out_shape(layer))
-                        for layer in self.layers if layer.kind == "conv"}
-
-        def one(own, probes, x):
-            merged = list(leaves)
-            for i, leaf in zip(self.rest, own):
-                merged[i] = leaf
-            out, recorded = self.run(merged, x, dict(zip(record, probes)), record, convolutions)
-            return out, [recorded[index] for index in record]
-
-        own = [jnp.broadcast_to(leaves[i], (b,) + self.shapes[i]) for i in self.rest]
-        probes = [jnp.broadcast_to(self.probe_like(index), (b,) + self.probe_like(index).shape) for index in record]
-        z, vjp_fn, acts = jax.vjp(lambda own, probes: jax.vmap(one)(own, probes, inputs), own, probes, has_aux=True)
+        f, shared, own, probes = self.batched(leaves, inputs, self.rest)
+        z, vjp_fn, acts = jax.vjp(lambda own, probes: f(shared, own, probes), own, probes, has_aux=True)
         R = directions(z)
         rest_rows, deltas = jax.vmap(vjp_fn)(R)
         layer_rows = [(input_rows(layer, act, self.shapes[layer.weight]), delta_rows(layer, delta))
@@ -458,9 +479,7 @@ class JacobianRows:
         return jnp.concatenate([leaf.reshape(leaf.shape[0], -1) for leaf in leaves], axis=1)
 
     def _leaves(self, matrices: list[Array], rest: list[Array]) -> list[Array]:
-        """The parameter leaves of a vector given in the layer structure (the inverse of :meth:`TappedModel.blocks`)."""
-        (leaves,) = jax.linear_transpose(self.tapped.blocks, self.leaves)((matrices, rest))
-        return leaves
+        return self.tapped.unblocks(matrices, rest, self.leaves)
 
 
 def input_rows(layer: LayerTap, act: Array, kernel_shape: tuple[int, ...]) -> Float[Array, "b n_in T"]:

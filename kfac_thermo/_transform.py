@@ -166,6 +166,5 @@ def scale_by_natural_gradient(
 
 def needs_key(device: thermox.AnalogDevice, key) -> None:
     """A noisy device draws thermal noise: insist on a caller-given key rather than a hidden seed."""
-    noisy = isinstance(device.kappa0, jax.core.Tracer) or device.kappa0 > 0
-    if noisy and key is None:
+    if not device.is_noiseless and key is None:
         raise ValueError("a noisy device (kappa0 > 0) needs key= for its thermal noise")

@@ -73,13 +73,15 @@ def cached_venv(venv: Path, probe: str, requirements: Callable[[], Sequence[Sequ
     alternatives = [list(requirement) for requirement in requirements()]
     print(f"creating {venv} with {alternatives[0][0]} (once; cached afterwards)", flush=True)
     run([sys.executable, "-m", "venv", str(venv)], timeout=300)
-    for i, requirement in enumerate(alternatives):
+    *preferred, last = alternatives
+    for requirement in preferred:
         try:
             run([str(python), "-m", "pip", "install", "--quiet", *requirement])
             break
         except Unavailable:
-            if i == len(alternatives) - 1:
-                raise
+            continue
+    else:
+        run([str(python), "-m", "pip", "install", "--quiet", *last])
     run(check, timeout=300)
     return python
 

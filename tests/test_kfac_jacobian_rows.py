@@ -128,7 +128,8 @@ def test_gram_and_products_equal_the_explicit_jacobian(x64, name):
 
     @ref.quick_jit
     def structured(params, v, c):
-        rows = TappedModel(predict, params, x[0]).jacobian(params, x, lambda z: R)
+        # Directions that depend on the outputs: the batch's z must reach them (the reference uses the model's).
+        rows = TappedModel(predict, params, x[0]).jacobian(params, x, lambda z: R * (1.0 + z))
         Wc = ravel_pytree(jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), rows.apply(c)))[0]
         return rows.gram(), Wc, rows.transpose_apply(jax.tree_util.tree_leaves(unravel(v))), rows.matrix()
 
@@ -136,7 +137,8 @@ def test_gram_and_products_equal_the_explicit_jacobian(x64, name):
     # The reference: per-example Jacobians of the model itself, W[:, (i, k)] = J_i^T R_ik.
     single = lambda flat, xi: predict(unravel(flat), xi[None])[0]
     J = np.asarray(jax.jit(jax.vmap(jax.jacrev(single), in_axes=(None, 0)))(flat, x))  # (b, dz, N)
-    W = np.einsum("icn,kic->nik", J, np.asarray(R)).reshape(n, B * M)
+    R = np.asarray(R) * (1.0 + np.asarray(predict(params, x)))
+    W = np.einsum("icn,kic->nik", J, R).reshape(n, B * M)
     scale = np.abs(W).max() ** 2
     # Sums of at most N products of entries bounded by max|W|: rounding <= N eps max|W|^2 per entry.
     tol = 10 * n * ref.EPS64 * scale

@@ -59,7 +59,9 @@ def test_reports_not_converged(x64):
 @pytest.mark.parametrize("r,krylov_dim", [(40, 24), (12, 24)], ids=["lanczos", "eigh"])
 def test_low_rank_drift_gram_function(x64, r, krylov_dim):
     """``LowRankDrift.apply_fn``: Lanczos on the r x r Gram when r > krylov_dim, its eigh otherwise; both equal the
-    dense ``V f(w) V^T x`` of ``shift I + W W^T`` (float64, vector and matrix right-hand sides)."""
+    dense ``V f(w) V^T x`` of ``shift I + W W^T`` (float64, vector and matrix right-hand sides). Which path ran is
+    read from the traced program: Lanczos is a loop (with the eigh as its non-converged fallback), the eigh path
+    has no loop."""
     n, shift, t = 60, 0.5, 2.0
     rng = np.random.default_rng(4)
     W = rng.normal(size=(n, r)) / np.sqrt(n)
@@ -72,6 +74,8 @@ def test_low_rank_drift_gram_function(x64, r, krylov_dim):
     apply = jax.jit(lambda x: thermox.LowRankDrift(jnp.asarray(shift), Wj.T @ Wj, lambda c: Wj @ c,
                                                    lambda v: Wj.T @ v, n).apply_fn(fn, x, krylov_dim=krylov_dim,
                                                                                    krylov_rtol=1e-12))
+    program = str(jax.make_jaxpr(apply)(jnp.asarray(x[:, 0])))
+    assert ("while[" in program) == (r > krylov_dim) and "eigh" in program
     for columns in (x[:, 0], x):
         out = np.asarray(apply(jnp.asarray(columns)))
         want = exact[:, 0] if columns.ndim == 1 else exact

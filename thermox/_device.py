@@ -72,6 +72,12 @@ class AnalogDevice(eqx.Module):
             raise ValueError("AnalogDevice.mismatch > 0 needs key= (the chip's PRNG key its errors are drawn from)")
 
     @property
+    def is_noiseless(self) -> bool:
+        """True when ``kappa0`` is a concrete zero, so no thermal noise is drawn; a traced ``kappa0`` (under
+        ``jax.jit`` or ``optax.inject_hyperparams``) counts as noisy."""
+        return _concrete(self.kappa0) and bool(np.asarray(self.kappa0) == 0)
+
+    @property
     def is_ideal_couplings(self) -> bool:
         """True when the programmed drift equals the requested one.
 
