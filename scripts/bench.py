@@ -29,12 +29,13 @@ Sections (``--only`` / ``--skip`` take these names):
                TNGD t = 50 on the paper's device, exact NGD, thermodynamic K-FAC refreshing every 10 steps on the
                paper's and an ideal device, capped at 300 steps) plus digits (Adam, TNGD, thermodynamic K-FAC) as
                a secondary task.
-               --quick: digits only, evaluated every 5 steps, TNGD capped at 60 steps and thermodynamic K-FAC at 150.
+               --quick: digits only (Adam, TNGD on the paper's device, thermodynamic K-FAC), evaluated every 5
+               steps, TNGD capped at 60 steps and thermodynamic K-FAC at 100.
 
---quick (under 5 minutes on 2 cores): OU at d = 10, 100 with 5 repeats; the CNN step for Adam, TNGD t = 50, TNGD
+--quick (under 5 minutes on 2 cores): OU at d = 10, 100 with 3 repeats; the CNN step for Adam, TNGD t = 50, TNGD
 with the Monte-Carlo Fisher, TNGD-Adam and NGD-Woodbury; K-FAC: Adam and thermodynamic K-FAC only, 2 rounds;
-scaling at N ~ 3e3, 1e4, 1e5 (dense NGD up to 5e3); memory as in the full run; kfac-jax with 3 rounds and its
-default estimation mode only; sharding: Adam and thermodynamic K-FAC, 2 rounds; convergence on digits.
+scaling at N ~ 3e3 and 1e5 (dense NGD up to 5e3); memory as in the full run; kfac-jax with 2 rounds, its
+default estimation mode and refresh 10 only; no sharding section (FULL_RUN_ONLY); convergence on digits.
 
 Timing: every comparison is interleaved (baseline and candidates called in turn) on a warmed-up, compiled step;
 each case keeps its median and its minimum over repeats. The headline ``ratios.*`` are ratios of *minima* (load
@@ -123,14 +124,18 @@ from _timing import GIB, StepTimer, fmt, markdown_table, ms, time_steps  # noqa:
 
 SCHEMA = "bench/1"
 SECTIONS = ("ou", "steps", "kfac", "scaling", "memory", "kfac_jax", "sharding", "convergence")
+FULL_RUN_ONLY = {  # sections --quick leaves out (unless named in --only), with the reason reported
+    "sharding": "full run only, to keep --quick under 5 minutes (python scripts/bench_sharding.py --quick)",
+}
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 
 # Scaling (TNGD paper Fig. 2): an MLP SCALING_INPUTS -> h -> SCALING_DZ, batch SCALING_BATCH.
 SCALING_INPUTS, SCALING_DZ, SCALING_BATCH = 100, 20, 32
 SCALING_SIZES = (1e4, 3e4, 1e5, 3e5, 1e6)
-SCALING_SIZES_QUICK = (3e3, 1e4, 1e5)
+SCALING_SIZES_QUICK = (3e3, 1e5)
 DENSE_MAX_N = 1e4  # dense NGD: an N x N matrix and an O(N^3) Cholesky per step (10-25 s at N = 1e4 here)
 DENSE_MAX_N_QUICK = 5e3
+QUICK_CONVERGENCE_LABELS = ("adam", "tngd-t50", "thermo-kfac")  # the keys: TNGD and thermo K-FAC vs Adam
 # Memory: TNGD, N ~ 1e6 parameters, batch 64, 10 outputs (b dz = 640): MLP 784 -> 1258 -> 10.
 MEMORY_INPUTS, MEMORY_HIDDEN, MEMORY_DZ, MEMORY_BATCH = 784, 1258, 10, 64
 MEMORY_BUDGET_GIB = 24.0
@@ -287,8 +292,8 @@ def section_kfac_jax(quick: bool, cache_dir=None) -> dict:
     import bench_kfac_jax
 
     options = {} if cache_dir is None else {"cache_dir": pathlib.Path(cache_dir)}
-    if quick:  # 3 interleaved rounds instead of the script's 5 keeps bench.py --quick near its 5 minutes
-        options["rounds"] = 3
+    if quick:  # 2 interleaved rounds (the script's --quick: 5) at refresh 10 only keep bench.py --quick short
+        options.update(rounds=2, periods=(bench_kfac_jax.HEADLINE_PERIOD,))
     return bench_kfac_jax.kfac_jax_ratio(quick, **options)
 
 
@@ -599,7 +604,8 @@ def section_convergence(quick: bool, *, data_dir: str | None = None, seeds: int 
     if quick:
         tasks["digits"] = task_convergence(
             "digits", quick, data_dir=None, seeds=seeds, runs_dir=runs_dir, eval_every=5,
-            max_steps={"adam": None, "tngd-t50": 60, "thermo-kfac": 150}, labels=labels)
+            max_steps={"adam": None, "tngd-t50": 60, "thermo-kfac": 100},
+            labels=QUICK_CONVERGENCE_LABELS if labels is None else labels)
         return {"primary": "digits", "tasks": tasks, "skipped": skipped}
     if data_dir is None or not any(pathlib.Path(data_dir, f"t10k-images-idx3-ubyte{ext}").exists()
                                    for ext in ("", ".gz")):
@@ -705,7 +711,8 @@ def assemble(sections: dict, errors: dict, meta: dict) -> dict:
         ratios[key] = kj["ratios"].get(key) if kj else None
         ratios_median[key] = kj["ratios_median"].get(key) if kj else None
         if ratios[key] is None:
-            reasons[f"ratios.{key}"] = kj["reason"] or "not measured" if kj else _why(errors, "kfac_jax", "")
+            reasons[f"ratios.{key}"] = (kj["reason"] or "not measured in this run (--quick: refresh 10 only)"
+                                        if kj else _why(errors, "kfac_jax", ""))
 
     sharded = sections.get("sharding") or {}
     for name in ("adam", "kfac", "thermo_kfac"):
@@ -974,7 +981,7 @@ def run_sections(args) -> tuple[dict, dict]:
         raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     data_dir = args.data_dir or (str(MNIST_DIR) if MNIST_DIR.exists() else None)
     jobs = {
-        "ou": lambda: section_ou(args.quick, cache_dir=args.cache_dir),
+        "ou": lambda: section_ou(args.quick, 3 if args.quick else None, cache_dir=args.cache_dir),
         "steps": lambda: section_steps(args.quick),
         "kfac": lambda: section_kfac(args.quick),
         "scaling": lambda: section_scaling(args.quick),
@@ -985,6 +992,11 @@ def run_sections(args) -> tuple[dict, dict]:
                                                    runs_dir=args.runs_dir),
     }
     sections, errors = {}, {"_skipped": {s: "not selected (--only/--skip)" for s in SECTIONS if s not in wanted}}
+    if args.quick and not args.only:
+        for name in FULL_RUN_ONLY:
+            if name in wanted:
+                wanted.remove(name)
+                errors["_skipped"][name] = FULL_RUN_ONLY[name]
     if not args.quick and data_dir is None and "convergence" in wanted:
         errors["_skipped"]["convergence"] = f"MNIST not found at {MNIST_DIR} and no --data-dir"
         wanted.remove("convergence")
