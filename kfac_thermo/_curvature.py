@@ -108,6 +108,10 @@ class BatchCurvature:
         """``(W^T W, c -> W c, v -> W^T v)`` without forming ``W``: contractions of the layer inputs and output
         derivatives of :meth:`rows` (no further model calls)."""
         rows = self.rows()
+        return (rows.gram(), *self._products(rows))
+
+    def _products(self, rows: JacobianRows) -> tuple[Callable, Callable]:
+        """``(c -> W c, v -> W^T v)`` on flat vectors, from the rows' per-layer contractions."""
         treedef = jax.tree_util.tree_structure(self.unravel(self.flat))
 
         def factor(c):
@@ -116,7 +120,7 @@ class BatchCurvature:
         def factor_transpose(v):
             return rows.transpose_apply(jax.tree_util.tree_leaves(self.unravel(v)))
 
-        return rows.gram(), factor, factor_transpose
+        return factor, factor_transpose
 
     def factor(self) -> Float[Array, "N r"]:
         """``W`` with ``G = W W^T``, formed explicitly (N x r) from :meth:`rows`."""
@@ -124,9 +128,10 @@ class BatchCurvature:
 
     def matvec_fn(self) -> Callable[[Float[Array, " N"]], Float[Array, " N"]]:
         """``v -> G v``: for the GGN by linearizing the model once (1 JVP + 1 VJP per product); for the rank-b
-        estimates as ``W (W^T v)`` from :meth:`low_rank` (one forward and one reverse pass, ``W`` never formed)."""
+        estimates as ``W (W^T v)`` from :meth:`rows` (one forward and one reverse pass; neither ``W`` nor its Gram
+        is formed)."""
         if self.kind != "ggn":
-            _, factor, factor_transpose = self.low_rank()
+            factor, factor_transpose = self._products(self.rows())
             return lambda v: factor(factor_transpose(v))
         b = self.batch_size
         z, jvp = jax.linearize(self.outputs, self.flat)

@@ -65,7 +65,7 @@ class KFACModel:
         self.fallback = fallback
         self.tapped = TappedModel(predict_fn, params, _first_example(example_inputs))
         self.layers: list[LayerTap] = self.tapped.layers
-        self.shapes = [tuple(jnp.shape(leaf)) for leaf in jax.tree_util.tree_leaves(params)]
+        self.shapes = self.tapped.shapes
         if not self.layers:
             uses = self.tapped.uses()
             found = "; ".join(f"{path} {shape}: {', '.join(use) or 'unused'}"

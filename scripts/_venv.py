@@ -79,7 +79,7 @@ def cached_venv(venv: Path, probe: str, requirements: Callable[[], Sequence[Sequ
             run([str(python), "-m", "pip", "install", "--quiet", *requirement])
             break
         except Unavailable:
-            continue
+            pass
     else:
         run([str(python), "-m", "pip", "install", "--quiet", *last])
     run(check, timeout=300)

@@ -981,7 +981,7 @@ def run_sections(args) -> tuple[dict, dict]:
         raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     data_dir = args.data_dir or (str(MNIST_DIR) if MNIST_DIR.exists() else None)
     jobs = {
-        "ou": lambda: section_ou(args.quick, 3 if args.quick else None, cache_dir=args.cache_dir),
+        "ou": lambda: section_ou(args.quick, cache_dir=args.cache_dir),
         "steps": lambda: section_steps(args.quick),
         "kfac": lambda: section_kfac(args.quick),
         "scaling": lambda: section_scaling(args.quick),

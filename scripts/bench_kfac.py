@@ -7,8 +7,9 @@ random 784-pixel inputs with 10 classes; curvature statistics and inverses (devi
 every 10 steps, so a step's time is the mean over whole periods of 10 steps. Rounds of one period per optimizer
 are interleaved (the machine is shared) and the median round is reported, as wall time and as this process's CPU
 time (less sensitive to other jobs on a shared machine); ratios are over Adam in the same run. Each step is timed
-on its own and waited for (``block_until_ready``: no queue of asynchronous steps), so the table also splits the CPU time into the refresh step (statistics and inverses; the first of
-each period) and the median of the other nine (gradient, preconditioning and bookkeeping only). "modeled s" is the
+on its own and waited for (``block_until_ready``: no queue of asynchronous steps), so the table also splits the
+CPU time into the refresh step (statistics and inverses; the first of each period) and the median of the other
+nine (gradient, preconditioning and bookkeeping only). "modeled s" is the
 transform's modeled hardware time per step (``KFACState.modeled_time_s``) averaged over a period. Compilation is
 excluded (one warm-up period). float32, as a user would train.
 

@@ -385,7 +385,7 @@ def run_benchmarks(
     same-law check. Sizes default to (10, 100, 400) paths and (100, 400, 1600) Krylov sizes, fewer with ``quick``.
     """
     started = time.perf_counter()
-    repeats = repeats or (5 if quick else 25)
+    repeats = repeats or (3 if quick else 25)
     path_sizes = path_sizes or ((10, 100) if quick else (10, 100, 400))
     krylov_sizes = krylov_sizes or ((100, 400) if quick else (100, 400, 1600))
     results = {
@@ -434,7 +434,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats (a smoke run)")
     parser.add_argument("--out", default="bench_ou.json", help="JSON results file (default: bench_ou.json)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 25; quick 5)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 25; quick 3)")
     args = parse_args(parser, "the public thermox", worker_main)
     if args is None:
         return 0

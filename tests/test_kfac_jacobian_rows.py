@@ -4,8 +4,9 @@ For output directions ``R_ik`` (m per example, random here), ``W`` has the colum
 Jacobian of example i's outputs in the flat parameters, taken by ``jax.jacrev`` of the model itself (float64):
 the Gram must equal ``W^T W``, the products ``W c``, ``W^T v`` and the formed ``W^T`` the explicit ones, for
 convolutions (strides, padding, with and without bias, input and kernel dilation, NHWC layout, the paper's
-SmallCNN), dense layers at one or several positions, a ``register_dense`` mark and parameters in no layer. Both forms of a layer's Gram (explicit Jacobians, and inner
-products of inputs times inner products of output derivatives) are checked against each other on their own.
+SmallCNN), dense layers at one or several positions, a ``register_dense`` mark and parameters in no layer. Both
+forms of a layer's Gram (explicit Jacobians, and inner products of inputs times inner products of output
+derivatives) are checked against each other on their own.
 """
 
 import equinox as eqx

@@ -119,7 +119,10 @@ def test_readout_noise_has_the_law_covariance(x64, rows):
     mean, covariance = reference_law(P, t, kappa0)
     b = jnp.asarray(np.random.default_rng(3).normal(size=(n, 1)))
     law = solver._law(jnp.asarray(P))
-    run = (lambda k: solver._readout(law, b.T, k, rows=True)[0]) if rows else (lambda k: solver._readout(law, b, k)[:, 0])
+    if rows:
+        run = lambda k: solver._readout(law, b.T, k, rows=True)[0]
+    else:
+        run = lambda k: solver._readout(law, b, k)[:, 0]
     samples = np.asarray(jax.jit(jax.vmap(run))(jr.split(jr.key(4), N)))
     expected_mean = (mean @ np.asarray(b))[:, 0]
     assert np.all(np.abs(samples.mean(0) - expected_mean) <= 5 * np.sqrt(np.diag(covariance) / N))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import diffrax
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
@@ -83,7 +82,7 @@ def inv(
     """
     drift = as_drift(A)
     device.check_capacity(drift.size)
-    if not isinstance(device.kappa0, jax.core.Tracer) and not device.kappa0 > 0:
+    if device.is_noiseless:
         raise ValueError("thermox.linalg.inv reads A^-1 from thermal fluctuations: it needs device.kappa0 > 0")
     if num_samples < 2:
         raise ValueError(f"thermox.linalg.inv needs num_samples >= 2, got {num_samples}")
