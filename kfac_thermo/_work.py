@@ -58,6 +58,8 @@ class Work(NamedTuple):
         analog_tau: analog run time on the critical path, units of tau (runs one after another add up, runs on
             parallel solvers overlap).
         analog_solvers: analog solvers that ran in parallel (0: none ran).
+        resistor_tau: sum over the analog runs of (couplings held on the chip + its cells) x the run's time in
+            tau: what the resistors dissipate while the dynamics run, whether or not they were programmed this step.
     """
 
     forward_passes: Scalar
@@ -75,6 +77,7 @@ class Work(NamedTuple):
     adc_bits: Scalar
     analog_tau: Scalar
     analog_solvers: Scalar
+    resistor_tau: Scalar
 
     # ------------------------------------------------------------------------------------------ constructors
 
@@ -158,7 +161,7 @@ def digital(
     """A record of digital work only: model passes and flops / bytes / kernel launches by kind."""
     zero = _scalar(0.0)
     return Work(_scalar(forward_passes), _scalar(reverse_passes), _scalar(examples), _scalar(params),
-                _by_kind(flops), _by_kind(bytes), _by_kind(kernels), zero, zero, zero, zero, zero, zero, zero, zero)
+                _by_kind(flops), _by_kind(bytes), _by_kind(kernels), *([zero] * 9))
 
 
 def analog(
@@ -171,11 +174,12 @@ def analog(
     adc_bits: int | None = None,
     analog_tau: ArrayLike = 0.0,
     solvers: ArrayLike = 1.0,
+    resistor_tau: ArrayLike = 0.0,
 ) -> Work:
-    """A record of analog work on one solver: values through the converters (bits None: an ideal converter) and
-    the run time in units of tau."""
+    """A record of analog work on one solver: values through the converters (bits None: an ideal converter), the
+    run time in units of tau and the resistors' ``resistor_tau`` (:class:`Work`)."""
     bits = lambda b: _scalar(0.0 if b is None else b)
     return digital()._replace(
         dac_values=_scalar(dac_values), coupling_values=_scalar(coupling_values), adc_values=_scalar(adc_values),
         dac_bits=bits(dac_bits), coupling_bits=bits(coupling_bits), adc_bits=bits(adc_bits),
-        analog_tau=_scalar(analog_tau), analog_solvers=_scalar(solvers))
+        analog_tau=_scalar(analog_tau), analog_solvers=_scalar(solvers), resistor_tau=_scalar(resistor_tau))
