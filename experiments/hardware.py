@@ -293,25 +293,40 @@ def step_cost(work: Work, profile: PassProfile, digital: DigitalPlatform, analog
 
 @dataclasses.dataclass(frozen=True)
 class Hardware:
-    """The hardware both accountings price a run's steps on (:func:`accountings`)."""
+    """The platforms the ``modeled`` accounting prices a run's steps on."""
 
     digital: DigitalPlatform
     analog: AnalogPlatform
-    machine: DigitalPlatform
-    paper_analog: AnalogPlatform
-    pass_seconds: dict[str, float]
 
     @classmethod
-    def build(cls, spec: str, *, pass_seconds: dict[str, float], machine: DigitalPlatform,
-              digital_overrides: dict | None = None, analog_overrides: dict | None = None) -> "Hardware":
+    def build(cls, spec: str, *, digital_overrides: dict | None = None,
+              analog_overrides: dict | None = None) -> "Hardware":
+        """From ``"<digital>+<analog>"`` preset names (:func:`parse_hardware`) and field overrides."""
         digital, analog = parse_hardware(spec)
-        return cls(digital_platform(digital, digital_overrides), analog_platform(analog, analog_overrides), machine,
-                   analog_platform("paper"), pass_seconds)
+        return cls(digital_platform(digital, digital_overrides), analog_platform(analog, analog_overrides))
 
 
-def accountings(work: Work, profile: PassProfile, hardware: Hardware) -> dict[str, StepCost]:
-    """``{"modeled": ..., "paper": ...}`` for one step (module docstring)."""
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """What a run measured on its machine at its start, for the ``paper`` accounting: the calibrated roofline
+    (:func:`calibrate`) and the wall seconds of one forward and one reverse pass (:func:`measure_pass_seconds`)."""
+
+    machine: DigitalPlatform
+    pass_seconds: dict[str, float]
+
+    def as_dict(self) -> dict:
+        return {"machine": dataclasses.asdict(self.machine), "pass_seconds": dict(self.pass_seconds)}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "Measured":
+        return cls(DigitalPlatform(**record["machine"]), dict(record["pass_seconds"]))
+
+
+def accountings(work: Work, profile: PassProfile, hardware: Hardware, measured: Measured,
+                paper: AnalogPlatform) -> dict[str, StepCost]:
+    """``{"modeled": ..., "paper": ...}`` for one step (module docstring); ``paper`` is the analog preset of that
+    name (:func:`analog_platform`), loaded once by the caller."""
     return {
         "modeled": step_cost(work, profile, hardware.digital, hardware.analog),
-        "paper": step_cost(work, profile, hardware.machine, hardware.paper_analog, pass_seconds=hardware.pass_seconds),
+        "paper": step_cost(work, profile, measured.machine, paper, pass_seconds=measured.pass_seconds),
     }
