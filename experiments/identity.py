@@ -21,10 +21,8 @@ HASH_LENGTH = 8
 ABSENT = "<absent>"
 
 
-def resolved(cfg: DictConfig | dict) -> dict[str, Any]:
+def resolved(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain nested dicts with every interpolation resolved (Hydra's own ``hydra`` node left out)."""
-    if isinstance(cfg, dict):
-        return {key: value for key, value in cfg.items() if key != "hydra"}
     return {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
             for key, value in cfg.items() if key != "hydra"}
 
@@ -41,32 +39,32 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def identity(cfg: DictConfig | dict) -> dict[str, Any]:
+def identity(cfg: DictConfig) -> dict[str, Any]:
     """The flat ``{dotted key: value}`` of every field that is not run control."""
     return {key: value for key, value in flatten(resolved(cfg)).items() if key not in RUN_CONTROL}
 
 
-def run_control(cfg: DictConfig | dict) -> dict[str, Any]:
+def run_control(cfg: DictConfig) -> dict[str, Any]:
     """The flat ``{dotted key: value}`` of the run-control fields (None for a field the config lacks)."""
     flat = flatten(resolved(cfg))
     return {key: flat.get(key) for key in RUN_CONTROL}
 
 
-def config_hash(cfg: DictConfig | dict) -> str:
+def config_hash(cfg: DictConfig) -> str:
     """First ``HASH_LENGTH`` hex digits of the SHA-256 of the identity without ``seed`` (canonical JSON)."""
     fields = {key: value for key, value in identity(cfg).items() if key != "seed"}
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
 
 
-def run_name(cfg: DictConfig | dict) -> str:
+def run_name(cfg: DictConfig) -> str:
     """``<task>-<optimizer>-<device>-seed<k>-<hash>``, e.g. ``digits-adam-ideal-seed0-3fa9c2d1``."""
     tree = resolved(cfg)
     return (f"{tree['task']['name']}-{tree['optimizer']['name']}-{tree['device']['name']}-seed{tree['seed']}-"
             f"{config_hash(cfg)}")
 
 
-def changed_keys(stored: DictConfig | dict, requested: DictConfig | dict) -> list[tuple[str, Any, Any]]:
+def changed_keys(stored: DictConfig, requested: DictConfig) -> list[tuple[str, Any, Any]]:
     """``(key, stored value, requested value)`` of every identity field that differs (``ABSENT`` where one side
     lacks it), sorted by key."""
     old, new = identity(stored), identity(requested)
