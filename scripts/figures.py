@@ -8,7 +8,10 @@
     python scripts/figures.py qa --data-path ../shared/data/squad/dev-v1.1.json.zip
 
 Without ``--data-dir`` the classification figures run on scikit-learn's digits (a quick check of the pipeline).
-Each writes ``<out>/<figure>.png`` and ``<out>/<figure>.md``; runs go to ``<runs>/<figure>/<label>-seed<k>``.
+Each writes ``<out>/<figure>.png`` and ``<out>/<figure>.md`` (``<figure>-digits`` on digits); runs go to
+``<runs>/<figure>/<label>-seed<k>-<config hash>`` (experiments.identity), so a run is reused only by the same
+resolved config and, once finished, with the same run-control settings (``--max-steps``): a larger
+``--max-steps`` extends the runs of a smaller one.
 The TNGD runs use the exact law of the device at time t (the same distribution as the papers' Euler-Maruyama
 simulation, see thermox); ``--euler`` switches to the paper's diffrax Euler-Maruyama at dt = 0.1 tau.
 """
@@ -27,6 +30,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
+from experiments import identity, rundir  # noqa: E402
 from experiments.run import run  # noqa: E402
 from plot import compare  # noqa: E402
 
@@ -71,16 +75,32 @@ def task_overrides(name: str, args) -> list[str]:
     return ["task=digits"]
 
 
-def run_once(overrides: list[str], run_dir: pathlib.Path) -> None:
-    """Run one configuration unless its directory already holds a finished run."""
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        done = json.loads(summary.read_text())
-        if done["steps"] == done["planned_steps"]:
-            return
+def compose_config(overrides: list[str]):
+    """The resolved runner config of ``overrides``, as ``python -m experiments.run`` composes it."""
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    run(cfg, str(run_dir))
+        return compose("config", overrides=overrides)
+
+
+def run_directory(runs: str, figure: str, label: str, seed: int, overrides: list[str]) -> pathlib.Path:
+    """``<runs>/<figure>/<label>-seed<k>-<hash>``: the hash of the resolved config (experiments.identity) tells
+    apart the same curve on other data (digits, MNIST) or settings."""
+    return pathlib.Path(runs) / figure / f"{label}-seed{seed}-{identity.config_hash(compose_config(overrides))}"
+
+
+def output_stem(out: str, figure: str, task: list[str]) -> str:
+    """``<out>/<figure>``, ``<out>/<figure>-digits`` for the digits check of a classification figure."""
+    return os.path.join(out, figure + ("-digits" if task == ["task=digits"] else ""))
+
+
+def run_once(overrides: list[str], run_dir: pathlib.Path) -> None:
+    """Run one configuration unless ``run_dir`` already holds a finished run of exactly it (``rundir.finished``);
+    a run of another config there is an error (``rundir.ConfigMismatchError``)."""
+    cfg = compose_config(overrides)
+    if rundir.finished(str(run_dir), cfg):
+        return
+    diverged = run(cfg, str(run_dir))["diverged"]
+    if diverged:
+        print(f"warning: {run_dir} diverged at step {diverged['step']}: {diverged['reason']}", flush=True)
 
 
 def main() -> None:
@@ -96,7 +116,8 @@ def main() -> None:
     parser.add_argument("--out", default="figures", help="where the figure and table go")
     args = parser.parse_args()
 
-    common = task_overrides(args.figure, args) + ["run.progress=false", "run.plots=false"]
+    task = task_overrides(args.figure, args)
+    common = task + ["run.progress=false", "run.plots=false"]
     if args.epochs:
         common.append(f"task.epochs={args.epochs}")
     if args.max_steps:
@@ -106,12 +127,13 @@ def main() -> None:
         if args.euler and "optimizer=tngd" in overrides:
             overrides = overrides + ["optimizer.method=diffrax", "optimizer.dt=0.1"]
         for seed in range(args.seeds):
-            run_dir = pathlib.Path(args.runs) / args.figure / f"{label}-seed{seed}"
+            job = common + overrides + [f"seed={seed}"]
+            run_dir = run_directory(args.runs, args.figure, label, seed, job)
             print(f"[{args.figure}] {label} seed {seed} -> {run_dir}", flush=True)
-            run_once(common + overrides + [f"seed={seed}"], run_dir)
+            run_once(job, run_dir)
             run_dirs.append(str(run_dir))
             labels.append(label)
-    out = os.path.join(args.out, args.figure)
+    out = output_stem(args.out, args.figure, task)
     print(compare(run_dirs, out, labels=labels, title=f"{args.figure} ({' '.join(common[:2])})"))
     print(f"wrote {out}.png and {out}.md")
 
