@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from kfac_thermo import data_mesh, replicate, shard_batch
 
 from . import rundir
-from .tasks import Task
+from .task import Task
 
 HOST_FLOPS_PER_S = 1e13  # the same host throughput kfac_thermo's transforms model
 DATA_AXIS = "data"
@@ -37,11 +37,24 @@ def modeled_step_seconds(opt_state: Any, batch_size: int, num_params: int) -> ja
     return jnp.asarray(2.0 * batch_size * num_params / HOST_FLOPS_PER_S, jnp.float32)
 
 
-def make_step(task: Task, optimizer: optax.GradientTransformation, num_params: int):
+def train_step(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
+    """One training update, not jitted: ``step(params, opt_state, inputs, targets, key) -> (params, opt_state,
+    loss)``, the value and gradient of ``loss_fn(params, inputs, targets, key)``, the optimizer's update (which gets
+    the batch as ``batch=(inputs, targets)`` for its curvature) and the updated parameters. The benchmarks
+    (experiments.bench) time this same step."""
     def step(params, opt_state, inputs, targets, key):
-        loss, grads = jax.value_and_grad(task.train_loss)(params, inputs, targets, key)
+        loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets, key)
         updates, opt_state = optimizer.update(grads, opt_state, params, batch=(inputs, targets))
-        params = optax.apply_updates(params, updates)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+def make_step(task: Task, optimizer: optax.GradientTransformation, num_params: int):
+    update = train_step(task.train_loss, optimizer)
+
+    def step(params, opt_state, inputs, targets, key):
+        params, opt_state, loss = update(params, opt_state, inputs, targets, key)
         return params, opt_state, loss, modeled_step_seconds(opt_state, targets.shape[0], num_params)
 
     return jax.jit(step, donate_argnums=(0, 1))
