@@ -10,8 +10,9 @@ import json
 import jax.numpy as jnp
 import pytest
 
-from experiments.bench import convergence, kfac, kfac_jax, memory, ou, report, results, scaling, sharding, steps
-from experiments.bench import timing
+from experiments.bench import (
+    convergence, kfac, kfac_jax, memory, ou, report, results, scaling, sharding, steps, timing,
+)
 from experiments.bench.workers import clock
 
 REQUIRED_KEYS = {
@@ -163,3 +164,4 @@ def test_targets_are_read_from_the_data_file_and_a_bad_entry_is_named(tmp_path):
         bad.write_text("[x]\n" + text + "\n")
         with pytest.raises(ValueError, match=message):
             results.load_targets(bad)
+

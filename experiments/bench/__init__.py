@@ -4,7 +4,7 @@
 (:mod:`experiments.bench.suite`). One module per section (``ou``, ``steps``, ``kfac``, ``scaling``, ``memory``,
 ``kfac_jax``, ``sharding``, ``convergence``), each with ``section(quick, ...) -> dict`` and ``markdown(result)``;
 shared pieces: ``problems`` (the models, batches and the one train step every section times), ``timing``,
-``markdown``, ``venv`` (peers in their own virtual environments), ``results`` (bench.json's keys and the targets
+``tables``, ``venv`` (peers in their own virtual environments), ``results`` (bench.json's keys and the targets
 of ``targets.toml``), ``report``; ``workers/`` runs inside the peers' environments.
 """
 

@@ -22,7 +22,7 @@ import time
 from experiments.rundir import read_metrics
 
 from . import ROOT
-from .markdown import fmt, markdown_table
+from .tables import fmt, markdown_table
 
 QUICK_LABELS = ("adam", "tngd-t50", "thermo-kfac")  # the keys: TNGD and thermodynamic K-FAC vs Adam
 LABEL_KEYS = {"adam": "adam", "tngd-t50": "tngd", "ngd-exact": "ngd_woodbury", "thermo-kfac": "thermo_kfac",

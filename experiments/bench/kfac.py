@@ -40,7 +40,7 @@ import thermox
 from experiments.models import count_parameters
 
 from . import problems
-from .markdown import fmt, markdown_table
+from .tables import fmt, markdown_table
 from .timing import StepTimer, time_steps
 
 PERIOD = 10
@@ -147,14 +147,16 @@ def markdown(result: dict) -> str:
                         "modeled s (last step)", "XLA peak MiB"], rows)])
 
 
-def profile(quick: bool, rounds: int | None = None) -> dict:
+def profile(quick: bool, rounds: int | None = None, *, hidden: int | None = None, batch: int | None = None) -> dict:
     """Per optimizer of :func:`optimizers`, the median round's wall and CPU seconds per step, split into the
-    refresh step and the others (module docstring); prints the table as it goes."""
+    refresh step and the others (module docstring); prints the table as it goes. ``quick``: the quick set of
+    optimizers, 2 rounds (else all, 5); ``hidden``/``batch`` shrink the MLP for tests."""
     rounds = rounds or (2 if quick else 5)
-    params, predict_fn, inputs, labels = problems.kfac_mlp()
-    print(f"MLP {problems.KFAC_INPUTS}-{problems.KFAC_HIDDEN}-{problems.KFAC_HIDDEN}-{problems.KFAC_CLASSES}: "
-          f"{count_parameters(params):,} parameters, batch {problems.KFAC_BATCH}, refresh every {PERIOD} steps, "
-          f"{jax.device_count()} {jax.default_backend()} device(s)")
+    hidden, batch = hidden or problems.KFAC_HIDDEN, batch or problems.KFAC_BATCH
+    params, predict_fn, inputs, labels = problems.kfac_mlp(hidden, batch)
+    print(f"MLP {problems.KFAC_INPUTS}-{hidden}-{hidden}-{problems.KFAC_CLASSES}: {count_parameters(params):,} "
+          f"parameters, batch {batch}, refresh every {PERIOD} steps, {jax.device_count()} {jax.default_backend()} "
+          "device(s)")
 
     runs = {}
     for name, optimizer in optimizers(predict_fn, inputs, quick).items():
@@ -203,8 +205,8 @@ def profile(quick: bool, rounds: int | None = None) -> dict:
                              cpu_rounds=run["cpu"], modeled_time_s=modeled, compile_s=run["compile_s"])
         print(f"{name:<26} {1e3 * median:8.1f} {median / adam:7.2f} {1e3 * cpu:8.1f} {cpu / adam_cpu:7.2f} "
               f"{1e3 * refresh:8.1f} {1e3 * other:7.1f} {'' if modeled is None else f'{modeled:.3e}':>11}")
-    sizes = [problems.KFAC_INPUTS, problems.KFAC_HIDDEN, problems.KFAC_HIDDEN, problems.KFAC_CLASSES]
-    return dict(batch=problems.KFAC_BATCH, sizes=sizes, period=PERIOD, results=results)
+    return dict(batch=batch, sizes=[problems.KFAC_INPUTS, hidden, hidden, problems.KFAC_CLASSES], period=PERIOD,
+                results=results)
 
 
 def main(argv: list[str] | None = None) -> None:

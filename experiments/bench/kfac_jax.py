@@ -61,7 +61,7 @@ import jax
 import optax
 
 from . import problems
-from .markdown import fmt, markdown_table, ms
+from .tables import fmt, markdown_table, ms
 from .venv import DEFAULT_CACHE_DIR, WORKERS, Unavailable, cached_venv, start_worker
 from .workers.clock import interleaved, summary
 from .workers.kfac_jax_problem import (

@@ -20,7 +20,7 @@ import thermox
 from experiments.models import count_parameters
 
 from . import problems, timing
-from .markdown import fmt, markdown_table
+from .tables import fmt, markdown_table
 from .timing import GIB
 
 INPUTS, HIDDEN, DZ, BATCH = 784, 1258, 10, 64

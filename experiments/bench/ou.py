@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .markdown import fmt, markdown_table, ms
+from .tables import fmt, markdown_table, ms
 from .venv import DEFAULT_CACHE_DIR, WORKERS, Worker, cached_venv, latest_version, start_worker
 from .workers.clock import interleaved as _interleaved
 from .workers.clock import summary, timed, warm_up

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from . import SECTIONS
-from .markdown import fmt, markdown_table
+from .tables import fmt, markdown_table
 from .results import load_targets
 
 
@@ -68,5 +68,5 @@ def report(bench: dict) -> str:
 
     for name in SECTIONS:
         if sections.get(name):
-            lines += [importlib.import_module(f"experiments.bench.{name}").markdown(sections[name]), ""]
+            lines += [importlib.import_module(f"{__package__}.{name}").markdown(sections[name]), ""]
     return "\n".join(lines)

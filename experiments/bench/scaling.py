@@ -15,9 +15,10 @@ import optax
 import kfac_thermo
 import thermox
 from experiments.models import count_parameters
+from experiments.trainer import HOST_FLOPS_PER_S
 
 from . import problems
-from .markdown import markdown_table, ms
+from .tables import markdown_table, ms
 from .timing import GIB, StepTimer, time_steps
 
 INPUTS, DZ, BATCH = 100, 20, 32
@@ -93,7 +94,8 @@ def section(quick: bool, repeats: int | None = None, *, sizes=None, inputs: int 
         "setting": {"model": f"MLP {inputs}-h-{outputs} (tanh), hidden width widened", "batch": batch, "dz": outputs,
                     "cg_iterations": cg_iterations, "dense_max_n": dense_max_n, "repeats": repeats,
                     "tngd": "t = 50 tau, kappa0 = 0.01, exact low-rank law, damping 0.01",
-                    "modeled": "NaturalGradientState.modeled_time_s (Adam: one model call, 2 b N flops at 1e13/s)"},
+                    "modeled": "NaturalGradientState.modeled_time_s (Adam: one model call, 2 b N flops at "
+                               f"{HOST_FLOPS_PER_S:g}/s)"},
         "rows": rows,
     }
 

@@ -25,7 +25,7 @@ import thermox
 from experiments.models import count_parameters
 
 from . import problems
-from .markdown import markdown_table
+from .tables import markdown_table
 from .timing import StepTimer, time_steps
 
 BATCH, CLASSES, IMAGE = 64, 10, 28

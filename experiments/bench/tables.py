@@ -1,4 +1,4 @@
-"""Markdown pieces of the benchmark reports."""
+"""Markdown tables and number formats of the benchmark reports."""
 
 from __future__ import annotations
 
