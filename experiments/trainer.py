@@ -6,7 +6,7 @@ import dataclasses
 import os
 import time
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,7 @@ from kfac_thermo import data_mesh, replicate, shard_batch
 
 from . import rundir
 from .divergence import DivergenceMonitor
-from .tasks import Task
+from .task import Task
 
 HOST_FLOPS_PER_S = 1e13  # the same host throughput kfac_thermo's transforms model
 DATA_AXIS = "data"
@@ -52,11 +52,24 @@ def skipped_steps(opt_state: Any) -> jax.Array:
     return sum(_state_fields(opt_state, "skipped"), jnp.zeros([], jnp.int32))
 
 
-def make_step(task: Task, optimizer: optax.GradientTransformation, num_params: int):
+def train_step(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
+    """One training update, not jitted: ``step(params, opt_state, inputs, targets, key) -> (params, opt_state,
+    loss)``, the value and gradient of ``loss_fn(params, inputs, targets, key)``, the optimizer's update (which gets
+    the batch as ``batch=(inputs, targets)`` for its curvature) and the updated parameters. The benchmarks
+    (experiments.bench) time this same step."""
     def step(params, opt_state, inputs, targets, key):
-        loss, grads = jax.value_and_grad(task.train_loss)(params, inputs, targets, key)
+        loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets, key)
         updates, opt_state = optimizer.update(grads, opt_state, params, batch=(inputs, targets))
-        params = optax.apply_updates(params, updates)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+def make_step(task: Task, optimizer: optax.GradientTransformation, num_params: int):
+    update = train_step(task.train_loss, optimizer)
+
+    def step(params, opt_state, inputs, targets, key):
+        params, opt_state, loss = update(params, opt_state, inputs, targets, key)
         return (params, opt_state, loss, modeled_step_seconds(opt_state, targets.shape[0], num_params),
                 skipped_steps(opt_state))
 

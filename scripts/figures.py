@@ -22,11 +22,8 @@ import argparse
 import json
 import os
 import pathlib
-import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 

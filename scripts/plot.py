@@ -13,13 +13,11 @@ import argparse
 import json
 import os
 import re
-import sys
 from collections import defaultdict
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from experiments.rundir import read_metrics  # noqa: E402
+from experiments.rundir import read_metrics
 
 
 def group_label(run_dir: str) -> str:

@@ -1,13 +1,15 @@
 """scripts/plot.py reads run directories only: seeds are grouped, tables report mean and spread."""
 
+import importlib.util
 import json
 import pathlib
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
-import plot  # noqa: E402
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "plot.py"
+spec = importlib.util.spec_from_file_location("plot", SCRIPT)  # scripts/ is not a package: load the file
+plot = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(plot)
 
 
 def fake_run(directory: pathlib.Path, final: float, loss0: float) -> str:
