@@ -1,15 +1,12 @@
-"""scripts/plot.py reads run directories only: seeds are grouped, tables report mean and spread."""
+"""experiments.plots (scripts/plot.py) reads run directories only: seeds grouped, tables with mean and spread."""
 
-import importlib.util
 import json
 import pathlib
 
 import pytest
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "plot.py"
-spec = importlib.util.spec_from_file_location("plot", SCRIPT)  # scripts/ is not a package: load the file
-plot = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plot)
+from experiments import figures
+from experiments import plots as plot
 
 
 def fake_run(directory: pathlib.Path, final: float, loss0: float) -> str:
@@ -44,9 +41,8 @@ def test_mean_curve_smooths_with_a_moving_average(tmp_path):
     assert y[0] == pytest.approx((10.0 + 5.0) / 2)
 
 
-# --- scripts/figures.py: which run directories it makes and reuses ---------------------------------------------
+# --- experiments.figures (scripts/figures.py): which run directories it makes and reuses ---
 
-import figures  # noqa: E402
 
 FIGURE_JOB = ["task=digits", "run.progress=false", "run.plots=false", "optimizer=adam", "seed=0"]
 

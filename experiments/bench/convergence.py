@@ -1,6 +1,6 @@
 """Steps and modeled hardware time to 90% and 95% test accuracy, each optimizer against Adam, median over seeds.
 
-Each configuration is trained by experiments.run through Hydra (scripts/figures.py's configurations and its
+Each configuration is trained by experiments.run through Hydra (experiments.figures' configurations and its
 ``run_once``); finished run directories are reused (:func:`run_config`). Full run: the MNIST split (Adam, TNGD
 t = 50 on the paper's and an ideal device, exact NGD, thermodynamic K-FAC refreshing every 10 steps on the
 paper's and an ideal device, capped at THERMO_KFAC_MNIST_MAX_STEPS) plus digits (Adam, TNGD, thermodynamic K-FAC)
@@ -10,18 +10,15 @@ K-FAC at 100.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
 import os
 import pathlib
 import statistics
-import sys
 import time
 
+from experiments import figures, rundir
 from experiments.rundir import read_metrics
 
-from . import ROOT
 from .tables import fmt, markdown_table
 
 QUICK_LABELS = ("adam", "tngd-t50", "thermo-kfac")  # the issue's keys: TNGD and thermodynamic K-FAC vs Adam
@@ -32,22 +29,10 @@ HEADLINE_KEYS = ("tngd_steps_to_90_over_adam", "thermo_kfac_steps_to_90_over_ada
                  "thermo_kfac_steps_to_95_over_adam")  # always in bench.json (null with a reason if not measured)
 
 
-def figures_script():
-    """scripts/figures.py as a module (its configurations and ``run_once``). scripts/ is not a package, so the
-    file is loaded by path, with the scripts/plot.py it imports by plain name, each once per process."""
-    for name in ("plot", "figures"):
-        if name not in sys.modules:
-            spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-    return sys.modules["figures"]
-
-
 def convergence_runs(task: str) -> list[tuple[str, list[str]]]:
-    """(label, overrides): scripts/figures.py's MNIST figure (Adam, TNGD t = 50 on the paper's device, exact NGD)
+    """(label, overrides): experiments.figures' MNIST figure (Adam, TNGD t = 50 on the paper's device, exact NGD)
     plus thermodynamic K-FAC on the paper's device."""
-    runs = [(label, overrides) for label, overrides in figures_script().figure_runs("mnist", None)]
+    runs = [(label, overrides) for label, overrides in figures.figure_runs("mnist", None)]
     if task == "digits":  # exact NGD (Woodbury) adds nothing on digits but time
         return [r for r in runs if r[0] != "ngd-exact"] + [("thermo-kfac", ["optimizer=thermo_kfac", "device=paper"])]
     # MNIST: the CNN's first dense layer has a 5,409 x 5,409 input factor, so factors and device programming are
@@ -58,14 +43,11 @@ def convergence_runs(task: str) -> list[tuple[str, list[str]]]:
 
 
 def run_config(overrides: list[str], run_dir: pathlib.Path) -> str:
-    """Run one configuration through experiments.run (scripts/figures.py's run_once); a finished run directory
-    is reused. Returns how the run was made."""
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        done = json.loads(summary.read_text())
-        if done["steps"] == done["planned_steps"]:
-            return "reused run directory"
-    figures_script().run_once(overrides, run_dir)
+    """Run one configuration through experiments.run (experiments.figures.run_once); a finished run of exactly this
+    config in ``run_dir`` is reused. Returns how the run was made."""
+    if rundir.finished(str(run_dir), figures.compose_config(overrides)):
+        return "reused run directory"
+    figures.run_once(overrides, run_dir)
     return "experiments.run"
 
 
@@ -103,10 +85,11 @@ def task_convergence(task: str, quick: bool, *, data_dir: str | None, seeds: int
         extra = [] if cap is None else [f"run.max_steps={cap}"]
         per_seed, via = [], set()
         for seed in range(seeds):
-            run_dir = folder / f"{label}-seed{seed}"
+            job = base + overrides + extra + [f"seed={seed}"]
+            run_dir = figures.run_directory(str(folder), "", label, seed, job)
             start = time.perf_counter()
             try:
-                via.add(run_config(base + overrides + extra + [f"seed={seed}"], run_dir))
+                via.add(run_config(job, run_dir))
             except Exception as error:  # noqa: BLE001 - one optimizer failing must not sink the section
                 per_label[label] = {"error": f"{type(error).__name__}: {error}"}
                 print(f"  convergence {task} {label} seed {seed} failed: {error}", flush=True)

@@ -25,7 +25,7 @@ Sections (``--only`` / ``--skip`` take these names; one module of experiments.be
                sharded, K-FAC's layer solves spread) over the same step on 1, in a subprocess with
                XLA_FLAGS=--xla_force_host_platform_device_count=4; --quick: Adam and thermodynamic K-FAC.
   convergence  steps and modeled hardware time to 90% and 95% test accuracy, each optimizer against Adam, 3
-               seeds, median (experiments.run through Hydra, scripts/figures.py's configurations; finished run
+               seeds, median (experiments.run through Hydra, experiments.figures' configurations; finished run
                directories under --runs-dir are reused). Full run: the MNIST split in ../shared/data/mnist (Adam,
                TNGD t = 50 on the paper's device, exact NGD, thermodynamic K-FAC refreshing every 10 steps on the
                paper's and an ideal device, capped at 300 steps) plus digits (Adam, TNGD, thermodynamic K-FAC) as
