@@ -192,7 +192,8 @@ class RunSettings:
     ``eval_every`` steps and at the end, a metrics record every ``log_every`` steps, a checkpoint every
     ``checkpoint_every``.
 
-    Divergence: a step whose training loss is not finite diverges at once; a loss above ``divergence_factor``
+    Divergence: a step whose training loss is not finite, or above ``divergence_spike_factor`` times the first
+    step's, diverges at once; a loss above ``divergence_factor``
     times the first step's for ``divergence_window`` consecutive steps diverges at the last of them. The run then
     stops (``on_divergence="stop"``: ``summary.json`` says where, the command exits non-zero) or warns once and
     goes on (``"warn"``)."""
@@ -206,6 +207,7 @@ class RunSettings:
     on_divergence: str = "stop"
     divergence_factor: float = 10.0
     divergence_window: int = 20
+    divergence_spike_factor: float = 1000.0
 
 
 ON_DIVERGENCE = ("stop", "warn")
@@ -241,6 +243,7 @@ class Config:
 RUN_CONTROL = (
     "run.max_steps", "run.checkpoint_every", "run.progress", "run.plots",
     "run.on_divergence", "run.divergence_factor", "run.divergence_window",
+    "run.divergence_spike_factor",
     "mesh.distributed", "mesh.coordinator_address", "mesh.num_processes", "mesh.process_id",
 )
 
@@ -256,7 +259,8 @@ def validate(cfg) -> None:
         if value < 1:
             raise ValueError(f"{name}={value}: must be a positive integer")
     for name, value in (("optimizer.learning_rate", cfg.optimizer.learning_rate),
-                        ("run.divergence_factor", cfg.run.divergence_factor)):
+                        ("run.divergence_factor", cfg.run.divergence_factor),
+                        ("run.divergence_spike_factor", cfg.run.divergence_spike_factor)):
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{name}={value}: must be a finite positive number")
     if cfg.run.on_divergence not in ON_DIVERGENCE:

@@ -166,7 +166,8 @@ def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir
         if loop.planned_steps != total:
             loop.extended.append({"at_step": loop.step, "from": loop.planned_steps, "to": total})
             loop.planned_steps = total
-    monitor = DivergenceMonitor(settings.divergence_factor, settings.divergence_window, **loop.divergence)
+    monitor = DivergenceMonitor(settings.divergence_factor, settings.divergence_window,
+                                settings.divergence_spike_factor, **loop.divergence)
     if writer:
         rundir.truncate_metrics(run_dir, loop.step)
 

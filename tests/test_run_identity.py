@@ -180,12 +180,12 @@ def test_run_killed_inside_a_checkpoint_write_resumes_cleanly(tmp_path, uninterr
 # --- divergence --------------------------------------------------------------------------------------------
 
 # TNGD at learning rate 5 jumps to a training loss of ~1e17 at step 2 and stays above 10x the first step's
-# (2.33) from then on: diverged at step 21 with the default window of 20.
+# (2.33) from then on: with the spike rule out of the way, diverged at step 21 with the default window of 20.
 DIVERGING = ["optimizer=tngd", "optimizer.learning_rate=5", "run.max_steps=100", *QUIET]
 
 
 def test_divergence_stops_the_run_says_where_and_exits_non_zero(tmp_path):
-    summary = run(make_config(*DIVERGING), str(tmp_path / "a"))
+    summary = run(make_config(*DIVERGING, "run.divergence_spike_factor=1e30"), str(tmp_path / "a"))
     assert summary["diverged"]["step"] == 21 and summary["diverged"]["action"] == "stop"
     assert "above 10 x the first step's" in summary["diverged"]["reason"]
     assert summary["steps"] == 21 and summary["planned_steps"] == 100 and "test_accuracy" in summary["final"]
@@ -195,6 +195,16 @@ def test_divergence_stops_the_run_says_where_and_exits_non_zero(tmp_path):
     assert cli("optimizer=sgd", "optimizer.learning_rate=1e30", *QUIET, f"hydra.run.dir={tmp_path / 'b'}") == 1
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["diverged"] == {
         "step": 2, "reason": "train loss is nan", "action": "stop"}
+
+
+def test_a_loss_spike_is_a_divergence(tmp_path):
+    # The case: thermal noise kappa0 = 0.1 at damping 1e-4 (stationary variance kappa0 / damping = 1e3 per
+    # parameter) blows the parameters up; the loss spikes far above 1000x the first step's, then falls back as the
+    # outputs saturate (never 10x for 20 steps), ending at chance accuracy. The spike rule stops it.
+    summary = run(make_config("device=noisy", "optimizer.damping=1e-4", "run.max_steps=120", *QUIET),
+                  str(tmp_path))
+    assert summary["diverged"]["action"] == "stop" and summary["steps"] < 120
+    assert "above 1000 x the first step's" in summary["diverged"]["reason"]
 
 
 def test_divergence_warns_and_skipped_steps_are_logged(tmp_path):
