@@ -6,6 +6,7 @@ The YAML files in ``configs/`` pick the defaults and hold the papers' presets (`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -187,7 +188,15 @@ class DeviceConfig:
 # ------------------------------------------------------------------------------------------------ run
 @dataclass
 class RunSettings:
-    """Loop settings. ``max_steps`` caps the step count (None: ``epochs`` of the task)."""
+    """Loop settings. ``max_steps`` caps the step count (None: ``epochs`` of the task). Test metrics every
+    ``eval_every`` steps and at the end, a metrics record every ``log_every`` steps, a checkpoint every
+    ``checkpoint_every``.
+
+    Divergence: a step whose training loss is not finite, or above ``divergence_spike_factor`` times the first
+    step's, diverges at once; a loss above ``divergence_factor``
+    times the first step's for ``divergence_window`` consecutive steps diverges at the last of them. The run then
+    stops (``on_divergence="stop"``: ``summary.json`` says where, the command exits non-zero) or warns once and
+    goes on (``"warn"``)."""
 
     max_steps: Optional[int] = None
     eval_every: int = 20
@@ -195,7 +204,13 @@ class RunSettings:
     checkpoint_every: int = 50
     progress: bool = True
     plots: bool = True
+    on_divergence: str = "stop"
+    divergence_factor: float = 10.0
+    divergence_window: int = 20
+    divergence_spike_factor: float = 1000.0
 
+
+ON_DIVERGENCE = ("stop", "warn")
 
 @dataclass
 class MeshSettings:
@@ -219,6 +234,37 @@ class Config:
     run: RunSettings = field(default_factory=RunSettings)
     mesh: MeshSettings = field(default_factory=MeshSettings)
     seed: int = 0
+
+
+# Run control: the fields that change neither the steps a run takes nor what it records about them (how far it
+# goes, when it stops on divergence, how it is launched and shown). They are left out of a run's identity
+# (experiments.identity): a run directory may be resumed with other values of them (a larger run.max_steps
+# extends the run), never with another value of any other field.
+RUN_CONTROL = (
+    "run.max_steps", "run.checkpoint_every", "run.progress", "run.plots",
+    "run.on_divergence", "run.divergence_factor", "run.divergence_window",
+    "run.divergence_spike_factor",
+    "mesh.distributed", "mesh.coordinator_address", "mesh.num_processes", "mesh.process_id",
+)
+
+
+def validate(cfg) -> None:
+    """Value checks the schema's types cannot express; a ``ValueError`` names the field and its value."""
+    counts = {"task.batch_size": cfg.task.batch_size, "task.epochs": cfg.task.epochs,
+              "run.eval_every": cfg.run.eval_every, "run.log_every": cfg.run.log_every,
+              "run.checkpoint_every": cfg.run.checkpoint_every, "run.divergence_window": cfg.run.divergence_window}
+    if cfg.run.max_steps is not None:
+        counts["run.max_steps"] = cfg.run.max_steps
+    for name, value in counts.items():
+        if value < 1:
+            raise ValueError(f"{name}={value}: must be a positive integer")
+    for name, value in (("optimizer.learning_rate", cfg.optimizer.learning_rate),
+                        ("run.divergence_factor", cfg.run.divergence_factor),
+                        ("run.divergence_spike_factor", cfg.run.divergence_spike_factor)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name}={value}: must be a finite positive number")
+    if cfg.run.on_divergence not in ON_DIVERGENCE:
+        raise ValueError(f"run.on_divergence={cfg.run.on_divergence!r}: must be one of {ON_DIVERGENCE}")
 
 
 DEVICE_PRESETS = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -40,8 +41,11 @@ def load_digits(test_size: int, seed: int) -> tuple[Split, Split]:
 def read_idx(path: str) -> np.ndarray:
     """An IDX file (optionally gzipped) as a numpy array, per the MNIST format's magic number."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(f"{path}: not a complete gzip file ({error}); truncated or corrupt download?") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
     dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}.get(data[2])

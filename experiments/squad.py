@@ -41,7 +41,8 @@ def load_squad(path: str | pathlib.Path) -> list[dict[str, Any]]:
     """The articles (``{"title", "paragraphs": [{"context", "qas": [...]}]}``) of a SQuAD v1.1 file.
 
     ``path`` is the JSON file or a zip holding exactly one ``.json`` member. Raises FileNotFoundError when the
-    file is missing and ValueError when it is not SQuAD-shaped JSON (the message says what is wrong where).
+    file is missing and ValueError when it is not SQuAD-shaped JSON or an answer's text is not at its
+    ``answer_start`` in the context (the message says what is wrong where: the question id).
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -72,6 +73,12 @@ def load_squad(path: str | pathlib.Path) -> list[dict[str, Any]]:
                 ):
                     raise ValueError(f"{where}.paragraphs[{p}].qas[{q}] needs 'id', 'question' and 'answers' "
                                      "with 'text' and 'answer_start'")
+                for answer in qa["answers"]:
+                    begin, text = answer["answer_start"], answer["text"]
+                    found = paragraph["context"][begin:begin + len(text)] if isinstance(begin, int) else None
+                    if found != text:
+                        raise ValueError(f"{path}: question {qa['id']!r}: answer {text!r} is not at its "
+                                         f"answer_start {begin} (the context has {found!r} there)")
     return data["data"]
 
 

@@ -2,57 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from .data import Split, load_digits, load_mnist
 from .models import SmallCNN, split_model
+from .task import Task
 
 
-@dataclass
-class Task:
-    """What the trainer needs from a task.
+def classification_loss(predict_fn: Callable) -> Callable:
+    """``train_loss(params, inputs, labels, key)``: the mean softmax cross-entropy of ``predict_fn``'s logits
+    against integer labels (the key is unused: no dropout)."""
+    def train_loss(params, inputs, labels, key):
+        del key
+        return optax.softmax_cross_entropy_with_integer_labels(predict_fn(params, inputs), labels).mean()
 
-    Attributes:
-        params: initial trainable parameters (a pytree).
-        predict_fn: ``predict_fn(params, inputs) -> outputs`` over a batch (no dropout): used by curvature.
-        loss: the optimizers' loss name or callable (on one example's outputs and target).
-        train_loss: ``train_loss(params, inputs, targets, key) -> scalar`` mean batch loss for the gradient.
-        train: training inputs and targets (numpy; the trainer batches them).
-        evaluate: ``evaluate(params) -> dict`` of test metrics, ``metric`` among its keys.
-        metric: name of the headline test metric (higher is better).
-        batch_size, epochs: from the config.
-        description: one line for logs.
-        curvature: what ``curvature=auto`` means for this task's natural-gradient optimizers.
-    """
-
-    params: Any
-    predict_fn: Callable
-    loss: Any
-    train_loss: Callable
-    train: tuple[Any, np.ndarray]
-    evaluate: Callable[[Any], dict]
-    metric: str
-    batch_size: int
-    epochs: int
-    description: str
-    curvature: str = "ggn"
+    return train_loss
 
 
 def _classification(train: Split, test: Split, cfg, seed: int, label: str) -> Task:
     image_size = train.images.shape[1]
     model = SmallCNN(image_size, key=jax.random.key(seed), channels=cfg.channels, hidden=cfg.hidden)
     params, predict_fn = split_model(model)
-
-    def train_loss(params, inputs, labels, key):
-        del key
-        return optax.softmax_cross_entropy_with_integer_labels(predict_fn(params, inputs), labels).mean()
-
+    train_loss = classification_loss(predict_fn)
     test_x, test_y = jnp.asarray(test.images), jnp.asarray(test.labels)
 
     @jax.jit

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from typing import Any
+import warnings
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -18,31 +20,58 @@ from tqdm.auto import tqdm
 from kfac_thermo import data_mesh, replicate, shard_batch
 
 from . import rundir
-from .tasks import Task
+from .divergence import DivergenceMonitor
+from .task import Task
 
 HOST_FLOPS_PER_S = 1e13  # the same host throughput kfac_thermo's transforms model
 DATA_AXIS = "data"
 
 
+def _state_fields(opt_state: Any, name: str) -> list:
+    """Every ``name`` field of the states in ``opt_state`` (a chain holds several)."""
+    return [getattr(s, name) for s in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda s: hasattr(s, name))
+            if hasattr(s, name)]
+
+
 def modeled_step_seconds(opt_state: Any, batch_size: int, num_params: int) -> jax.Array:
     """Modeled hardware seconds of the last step: what a second-order transform reports in its state
     (``modeled_time_s``), else one model call (``2 b N`` flops) on the host, as for Adam and SGD."""
-    reported = [
-        s.modeled_time_s
-        for s in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda s: hasattr(s, "modeled_time_s"))
-        if hasattr(s, "modeled_time_s")
-    ]
+    reported = _state_fields(opt_state, "modeled_time_s")
     if reported:
         return sum(reported)
     return jnp.asarray(2.0 * batch_size * num_params / HOST_FLOPS_PER_S, jnp.float32)
 
 
-def make_step(task: Task, optimizer: optax.GradientTransformation, num_params: int):
+def counts_skips(opt_state: Any) -> bool:
+    """Whether the optimizer counts the steps it skips (a ``skipped`` field in its state, as kfac_thermo's)."""
+    return bool(_state_fields(opt_state, "skipped"))
+
+
+def skipped_steps(opt_state: Any) -> jax.Array:
+    """Steps skipped so far (non-finite gradient or direction), summed over the chain's states; 0 if uncounted."""
+    return sum(_state_fields(opt_state, "skipped"), jnp.zeros([], jnp.int32))
+
+
+def train_step(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
+    """One training update, not jitted: ``step(params, opt_state, inputs, targets, key) -> (params, opt_state,
+    loss)``, the value and gradient of ``loss_fn(params, inputs, targets, key)``, the optimizer's update (which gets
+    the batch as ``batch=(inputs, targets)`` for its curvature) and the updated parameters. The benchmarks
+    (experiments.bench) time this same step."""
     def step(params, opt_state, inputs, targets, key):
-        loss, grads = jax.value_and_grad(task.train_loss)(params, inputs, targets, key)
+        loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets, key)
         updates, opt_state = optimizer.update(grads, opt_state, params, batch=(inputs, targets))
-        params = optax.apply_updates(params, updates)
-        return params, opt_state, loss, modeled_step_seconds(opt_state, targets.shape[0], num_params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+def make_step(task: Task, optimizer: optax.GradientTransformation, num_params: int):
+    update = train_step(task.train_loss, optimizer)
+
+    def step(params, opt_state, inputs, targets, key):
+        params, opt_state, loss = update(params, opt_state, inputs, targets, key)
+        return (params, opt_state, loss, modeled_step_seconds(opt_state, targets.shape[0], num_params),
+                skipped_steps(opt_state))
 
     return jax.jit(step, donate_argnums=(0, 1))
 
@@ -68,18 +97,46 @@ def host_local(tree):
     return jax.tree_util.tree_map(lambda leaf: leaf.addressable_data(0), tree)
 
 
+@dataclasses.dataclass
+class LoopState:
+    """The loop's host-side state, checkpointed with params and optimizer state as JSON: the cumulative times are
+    Python (float64) sums, so a resumed run logs the same numbers as an uninterrupted one at any step.
+
+    Attributes:
+        step: steps taken.
+        planned_steps: steps the run is to take (``epochs`` of the task, capped by ``run.max_steps``).
+        wall_time_s, modeled_time_s: cumulative seconds, measured (compilation excluded) and modeled.
+        divergence: the :class:`DivergenceMonitor`'s state.
+        diverged: ``{"step", "reason", "action"}`` of the first divergence, or None.
+        extended: ``{"at_step", "from", "to"}`` of every change of ``planned_steps`` on resume.
+    """
+
+    step: int = 0
+    planned_steps: int = 0
+    wall_time_s: float = 0.0
+    modeled_time_s: float = 0.0
+    divergence: dict = dataclasses.field(default_factory=dict)
+    diverged: dict | None = None
+    extended: list = dataclasses.field(default_factory=list)
+
+
 def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir: str, seed: int,
           mesh: Mesh | None = None) -> dict:
-    """Train ``task`` with ``optimizer`` into ``run_dir``, resuming from its latest checkpoint if any.
+    """Train ``task`` with ``optimizer`` into ``run_dir``, resuming from its latest checkpoint if any, and return
+    the summary (see :func:`summarize`; process 0 only, ``{}`` elsewhere).
 
     Each batch is split over the ``"data"`` axis of ``mesh`` (default: one device); parameters and optimizer
-    state are replicated. Writes (from process 0) ``metrics.jsonl`` (step, train_loss, test metrics at eval
-    steps, wall_time_s excluding compilation, modeled_time_s, cumulative), ``summary.json`` and ``plots.png``;
-    checkpoints every ``settings.checkpoint_every`` steps and at the end.
+    state are replicated. Writes (from process 0) ``metrics.jsonl``: step, train_loss, test metrics at eval
+    steps, wall_time_s excluding compilation and modeled_time_s (both cumulative), skipped_steps (cumulative,
+    for optimizers that count them); checkpoints every ``settings.checkpoint_every`` steps and at the end. A
+    resumed run may have another ``max_steps`` (the summary lists the change under ``extended``). On divergence
+    (:class:`DivergenceMonitor`) it stops after logging the step, without a checkpoint, or warns once.
     """
     mesh = data_mesh(1, DATA_AXIS) if mesh is None else mesh
     inputs, targets = task.train
     num_examples = len(targets)
+    if num_examples == 0:
+        raise ValueError(f"{task.description}: no training examples")
     if num_examples < task.batch_size:
         raise ValueError(f"batch_size {task.batch_size} exceeds the {num_examples} training examples")
     devices = mesh.shape[DATA_AXIS]
@@ -92,66 +149,80 @@ def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir
         total = min(total, settings.max_steps)
     num_params = sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(task.params))
 
-    state = {
-        "params": task.params,
-        "opt_state": optimizer.init(task.params),
-        "step": jnp.zeros([], jnp.int32),
-        "wall_time_s": jnp.zeros([], jnp.float64 if jax.config.jax_enable_x64 else jnp.float32),
-        "modeled_time_s": jnp.zeros([], jnp.float32),
-    }
-    state = replicate(state, mesh)
+    state = replicate({"params": task.params, "opt_state": optimizer.init(task.params)}, mesh)
+    counted = counts_skips(state["opt_state"])
     manager = ocp.CheckpointManager(
         os.path.abspath(os.path.join(run_dir, "checkpoints")),
         options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
     )
+    loop = LoopState(planned_steps=total)
     if manager.latest_step() is not None:
-        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
-    start_step = int(host_local(state["step"]))
+        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(state), loop=ocp.args.JsonRestore()))
+        state, loop = restored.state, LoopState(**restored.loop)
+        if loop.step > total:
+            raise ValueError(f"run directory {run_dir} already holds {loop.step} steps: run.max_steps="
+                             f"{settings.max_steps} can't shorten it (raise it, or use another directory)")
+        if loop.planned_steps != total:
+            loop.extended.append({"at_step": loop.step, "from": loop.planned_steps, "to": total})
+            loop.planned_steps = total
+    monitor = DivergenceMonitor(settings.divergence_factor, settings.divergence_window,
+                                settings.divergence_spike_factor, **loop.divergence)
     if writer:
-        rundir.truncate_metrics(run_dir, start_step if manager.latest_step() is not None else -1)
+        rundir.truncate_metrics(run_dir, loop.step)
 
     batch_at = lambda step: process_batch((inputs, targets), batch_indices(num_examples, task.batch_size, seed, step),
                                           mesh)
     key = jr.fold_in(jr.key(seed), 2)
     key_at = lambda step: replicate(jr.fold_in(key, step), mesh)
-    compiled = make_step(task, optimizer, num_params).lower(
-        state["params"], state["opt_state"], *batch_at(0), key_at(0)).compile()
     params, opt_state = state["params"], state["opt_state"]
-    wall, modeled = float(host_local(state["wall_time_s"])), float(host_local(state["modeled_time_s"]))
-    bar = tqdm(total=total, initial=start_step, disable=not (settings.progress and writer), desc="train",
+    if loop.step < total:
+        compiled = make_step(task, optimizer, num_params).lower(params, opt_state, *batch_at(0), key_at(0)).compile()
+    bar = tqdm(total=total, initial=loop.step, disable=not (settings.progress and writer), desc="train",
                unit="step")
-    for step in range(start_step, total):
+    for step in range(loop.step, total):
         batch = batch_at(step)
         tic = time.perf_counter()
-        params, opt_state, loss, step_modeled = compiled(params, opt_state, *batch, key_at(step))
+        params, opt_state, loss, step_modeled, skipped = compiled(params, opt_state, *batch, key_at(step))
         loss = float(host_local(loss))
-        wall += time.perf_counter() - tic
-        modeled += float(host_local(step_modeled))
-        done = step + 1
-        record = {"step": done, "train_loss": loss, "wall_time_s": wall, "modeled_time_s": modeled}
-        if done % settings.eval_every == 0 or done == total:
+        loop.wall_time_s += time.perf_counter() - tic
+        loop.modeled_time_s += float(host_local(step_modeled))
+        loop.step = done = step + 1
+        record = {"step": done, "train_loss": loss, "wall_time_s": loop.wall_time_s,
+                  "modeled_time_s": loop.modeled_time_s}
+        if counted:
+            record["skipped_steps"] = int(host_local(skipped))
+        reason = monitor.observe(loss)
+        stop = False
+        if reason and loop.diverged is None:
+            loop.diverged = {"step": done, "reason": reason, "action": settings.on_divergence}
+            stop = settings.on_divergence == "stop"
+            if not stop:
+                warnings.warn(f"{run_dir}: training diverged at step {done} ({reason}); going on "
+                              "(run.on_divergence=warn)", RuntimeWarning, stacklevel=2)
+        if done % settings.eval_every == 0 or done == total or stop:
             record.update(task.evaluate(host_local(params)))
         if writer and (done % settings.log_every == 0 or task.metric in record):
             rundir.append_metrics(run_dir, record)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", **({task.metric: f"{record[task.metric]:.4f}"} if task.metric in record else {}))
-        if not np.isfinite(loss):
-            bar.close()
-            raise FloatingPointError(f"training loss became {loss} at step {done}; see {run_dir}/metrics.jsonl")
+        bar.set_postfix(loss=f"{loss:.4f}",
+                        **({task.metric: f"{record[task.metric]:.4f}"} if task.metric in record else {}))
+        if stop:
+            break
         if done % settings.checkpoint_every == 0 or done == total:
-            state = {"params": params, "opt_state": opt_state,
-                     **replicate({"step": jnp.asarray(done, jnp.int32),
-                                  "wall_time_s": jnp.asarray(wall, state["wall_time_s"].dtype),
-                                  "modeled_time_s": jnp.asarray(modeled, jnp.float32)}, mesh)}
-            manager.save(done, args=ocp.args.StandardSave(state))
+            loop.divergence = monitor.state()
+            manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params,
+                                                                                     "opt_state": opt_state}),
+                                                       loop=ocp.args.JsonSave(dataclasses.asdict(loop))))
     bar.close()
     manager.wait_until_finished()
     manager.close()
-    return summarize(task, run_dir, total) if writer else {}
+    return summarize(task, run_dir, loop, counted) if writer else {}
 
 
-def summarize(task: Task, run_dir: str, total: int) -> dict:
-    """``summary.json`` from ``metrics.jsonl``: final and best metric, steps and times."""
+def summarize(task: Task, run_dir: str, loop: LoopState, counted: bool) -> dict:
+    """The run's summary from ``metrics.jsonl`` and the loop state: final and best metric, steps, times, skipped
+    steps (for optimizers that count them), divergence and changes of the planned steps."""
     records = rundir.read_metrics(run_dir)
     evals = [r for r in records if task.metric in r]
     last = records[-1] if records else {}
@@ -159,12 +230,15 @@ def summarize(task: Task, run_dir: str, total: int) -> dict:
         "task": task.description,
         "metric": task.metric,
         "steps": last.get("step", 0),
-        "planned_steps": total,
+        "planned_steps": loop.planned_steps,
         "final": {k: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("test_")},
         f"best_{task.metric}": max((r[task.metric] for r in evals), default=None),
         "final_train_loss": last.get("train_loss"),
         "wall_time_s": last.get("wall_time_s"),
         "modeled_time_s": last.get("modeled_time_s"),
+        "diverged": loop.diverged,
+        "extended": loop.extended,
     }
-    rundir.write_json(os.path.join(run_dir, rundir.SUMMARY), summary)
+    if counted:
+        summary["skipped_steps"] = last.get("skipped_steps", 0)
     return summary

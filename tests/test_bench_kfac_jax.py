@@ -1,4 +1,4 @@
-"""scripts/bench_kfac_jax.py and scripts/_venv.py without kfac-jax: the skip path, the ratio bookkeeping and the
+"""experiments.bench.kfac_jax and experiments.bench.venv without kfac-jax: the skip path, the ratio bookkeeping and the
 report on made-up timings, the worker protocol and the reuse of a cached environment.
 
 No virtual environment is created and nothing is installed: CI has no kfac-jax (the real comparison runs with
@@ -10,11 +10,8 @@ import sys
 
 import pytest
 
-SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-import _venv  # noqa: E402
-import bench_kfac_jax as bkj  # noqa: E402
+from experiments.bench import kfac_jax as bkj
+from experiments.bench import venv as bench_venv
 
 
 def test_skips_with_the_reason_when_its_environment_cannot_be_created(tmp_path):
@@ -72,11 +69,11 @@ def test_report_lists_every_case_and_ratio():
 
 def test_worker_protocol_round_trip_and_death(tmp_path):
     script = tmp_path / "echo_worker.py"
-    script.write_text(f"import sys\nsys.path.insert(0, {str(SCRIPTS)!r})\nimport _venv\n"
-                      "_venv.serve({'echo': lambda **kwargs: kwargs})\n")
-    worker = _venv.Worker(pathlib.Path(sys.executable), script, "echo")
+    script.write_text(f"import sys\nsys.path.insert(0, {str(bench_venv.WORKERS)!r})\nimport protocol\n"
+                      "protocol.serve({'echo': lambda **kwargs: kwargs})\n")
+    worker = bench_venv.Worker(pathlib.Path(sys.executable), script, "echo")
     assert worker.call("echo", x=1, y=[2]) == {"x": 1, "y": [2]}
-    with pytest.raises(_venv.Unavailable, match="echo worker died .* during 'nope'"):
+    with pytest.raises(bench_venv.Unavailable, match="echo worker died .* during 'nope'"):
         worker.call("nope")
     worker.process.wait(timeout=60)
 
@@ -89,4 +86,4 @@ def test_cached_environment_is_reused_when_its_probe_passes(tmp_path):
     def requirements():
         raise AssertionError("a working environment must not be recreated")
 
-    assert _venv.cached_venv(venv, "import json", requirements) == venv / "bin" / "python"
+    assert bench_venv.cached_venv(venv, "import json", requirements) == venv / "bin" / "python"

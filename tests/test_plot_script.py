@@ -1,13 +1,12 @@
-"""scripts/plot.py reads run directories only: seeds are grouped, tables report mean and spread."""
+"""experiments.plots (scripts/plot.py) reads run directories only: seeds grouped, tables with mean and spread."""
 
 import json
 import pathlib
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
-import plot  # noqa: E402
+from experiments import figures
+from experiments import plots as plot
 
 
 def fake_run(directory: pathlib.Path, final: float, loss0: float) -> str:
@@ -40,3 +39,32 @@ def test_mean_curve_smooths_with_a_moving_average(tmp_path):
     x, y = plot.mean_curve(runs, "step", "train_loss", smooth=2)
     assert list(x) == list(range(2, 11))
     assert y[0] == pytest.approx((10.0 + 5.0) / 2)
+
+
+# --- experiments.figures (scripts/figures.py): which run directories it makes and reuses ---
+
+
+FIGURE_JOB = ["task=digits", "run.progress=false", "run.plots=false", "optimizer=adam", "seed=0"]
+
+
+def test_figures_name_run_directories_by_config():
+    digits = figures.run_directory("runs", "mnist", "adam", 0, FIGURE_JOB)
+    mnist = figures.run_directory("runs", "mnist", "adam", 0, ["task=mnist", "task.data_dir=/data", *FIGURE_JOB[1:]])
+    assert digits != mnist and digits.parent == mnist.parent and digits.name.startswith("adam-seed0-")
+    capped = figures.run_directory("runs", "mnist", "adam", 0, [*FIGURE_JOB, "run.max_steps=2"])
+    assert capped == digits  # run control: a longer --max-steps extends the same run
+    assert figures.output_stem("figures", "mnist", ["task=digits"]) == "figures/mnist-digits"
+    assert figures.output_stem("figures", "mnist", ["task=mnist", "task.data_dir=/data"]) == "figures/mnist"
+
+
+def test_figures_reuse_a_run_only_when_its_config_and_steps_match(tmp_path, monkeypatch):
+    from experiments import rundir
+
+    run_dir = tmp_path / "adam-seed0"
+    figures.run_once([*FIGURE_JOB, "run.max_steps=2"], run_dir)
+    figures.run_once([*FIGURE_JOB, "run.max_steps=6"], run_dir)  # not reused: extended to 6 steps
+    assert [r["step"] for r in rundir.read_metrics(str(run_dir))] == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(rundir.ConfigMismatchError, match="learning_rate"):
+        figures.run_once([*FIGURE_JOB, "run.max_steps=6", "optimizer.learning_rate=0.5"], run_dir)
+    monkeypatch.setattr(figures, "run", lambda *a: pytest.fail("a finished run of the same config is rerun"))
+    figures.run_once([*FIGURE_JOB, "run.max_steps=6"], run_dir)

@@ -1,8 +1,15 @@
 """The hydra runner: composition, every optimizer on digits, resume, run-directory contents, bad overrides."""
 
+import gzip
 import json
 import os
 import pathlib
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -12,7 +19,7 @@ from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from experiments import rundir
 from experiments.data import load_mnist, read_idx
-from experiments.run import run
+from experiments.run import main, run
 
 CONFIGS = str(pathlib.Path(__file__).resolve().parents[1] / "configs")
 MNIST_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -22,6 +29,16 @@ QUIET = ["run.progress=false", "run.plots=false"]
 def make_config(*overrides):
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+def cli(*args) -> int:
+    """``python -m experiments.run *args`` in this process; its exit code."""
+    with mock.patch.object(sys, "argv", ["experiments.run", f"--config-path={CONFIGS}", *args]):
+        try:
+            main()
+        except SystemExit as exit_:
+            return exit_.code
+    return 0
 
 
 def test_default_config_is_tngd_on_digits_with_an_ideal_device():
@@ -86,6 +103,82 @@ def test_mnist_without_data_dir_is_a_clear_error(tmp_path):
     cfg = make_config("task=mnist", f"task.data_dir={tmp_path / 'nowhere'}", *QUIET)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         run(cfg, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()  # a run that fails at start leaves no directory behind
+
+
+def test_a_failed_start_from_the_command_line_leaves_no_directory(tmp_path):
+    """Hydra creates the run directory before the runner starts; the runner removes it again."""
+    missing = f"task.data_dir={tmp_path / 'nowhere'}"
+    assert cli("task=mnist", missing, *QUIET, f"hydra.run.dir={tmp_path / 'run'}") == 1
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override", ["task.batch_size=0", "task.batch_size=-4", "run.checkpoint_every=0",
+                                      "run.eval_every=0", "run.max_steps=0", "optimizer.learning_rate=nan",
+                                      "optimizer.learning_rate=-0.1", "run.on_divergence=ignore"])
+def test_bad_values_are_errors_that_name_the_field_and_leave_no_directory(tmp_path, override):
+    key, value = override.split("=")
+    with pytest.raises(ValueError, match=re.escape(f"{key}={value}") + "|" + re.escape(f"{key}='{value}'")):
+        run(make_config("optimizer=adam", override, *QUIET), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def write_idx(path: pathlib.Path, array: np.ndarray) -> None:
+    """``array`` (uint8) as an IDX file, gzipped for a ``.gz`` path."""
+    data = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    with (gzip.open if path.suffix == ".gz" else open)(path, "wb") as f:
+        f.write(data)
+
+
+def fake_mnist(directory: pathlib.Path, n: int = 30) -> None:
+    """A t10k-only MNIST directory of ``n`` random 28x28 images, ``n / 10`` per class."""
+    directory.mkdir()
+    rng = np.random.default_rng(0)
+    write_idx(directory / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+    write_idx(directory / "t10k-labels-idx1-ubyte.gz", np.arange(n, dtype=np.uint8) % 10)
+
+
+def test_a_truncated_gz_is_an_error_naming_the_file(tmp_path):
+    fake_mnist(tmp_path / "mnist")
+    path = tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*truncated"):
+        read_idx(str(path))
+
+
+def test_a_task_without_training_examples_is_a_clear_error(tmp_path):
+    fake_mnist(tmp_path / "mnist")
+    cfg = make_config("task=mnist", f"task.data_dir={tmp_path / 'mnist'}", "task.train_size=0", "task.test_size=10",
+                      *QUIET)
+    with pytest.raises(ValueError, match="0 train / 10 test images.*no training examples"):
+        run(cfg, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def read_only_directory(tmp_path):
+    """An empty directory nobody may write to: mode 0555, and immutable (chattr +i) when the tests run as root,
+    whom file modes do not stop."""
+    directory = tmp_path / "read-only"
+    directory.mkdir()
+    directory.chmod(0o555)
+    immutable = os.geteuid() == 0
+    if immutable and (shutil.which("chattr") is None
+                      or subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode):
+        pytest.skip("running as root without chattr +i: no way to make a read-only directory")
+    try:
+        yield directory
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+        directory.chmod(0o755)
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_read_only_run_directory_is_a_clear_error(read_only_directory, inside):
+    run_dir = read_only_directory / "run" if inside else read_only_directory
+    with pytest.raises(PermissionError, match=f"run directory {re.escape(str(run_dir))} is not writable"):
+        run(make_config("optimizer=adam", "run.max_steps=1", *QUIET), str(run_dir))
 
 
 def test_idx_reader_rejects_a_non_idx_file(tmp_path):

@@ -232,6 +232,15 @@ def test_load_squad_errors(tmp_path):
         squad.load_squad(tmp_path / "two.zip")
 
 
+def test_an_answer_not_at_its_answer_start_is_an_error_naming_the_question(tmp_path):
+    shifted = json.loads(json.dumps(ARTICLES))
+    shifted[0]["paragraphs"][0]["qas"][1]["answers"][0]["answer_start"] += 1  # q2: "orse raiders and pirates "
+    (tmp_path / "s.json").write_text(json.dumps({"data": shifted}))
+    with pytest.raises(ValueError, match="question 'q2': answer 'Norse raiders and pirates' is not at its "
+                                         "answer_start"):
+        squad.load_squad(tmp_path / "s.json")
+
+
 def test_split_by_article_is_disjoint_and_seeded():
     articles = [{"title": f"t{i}", "paragraphs": []} for i in range(10)]
     train, test = squad.split_by_article(articles, 6, 3, seed=0)

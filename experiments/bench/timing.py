@@ -1,84 +1,21 @@
-"""Timing and memory helpers shared by the benchmark scripts (bench.py, bench_ou.py, bench_tngd.py).
+"""Timing of training steps that carry their state, XLA's and the process's memory, and the machine.
 
-The machine these scripts run on is usually shared, so every comparison is *interleaved*: the runners being
-compared are called in turn (a, b, a, b, ...) so that all of them see the same background load, and each case is
-summarised by its median and its minimum. Load only ever adds time, so the minimum over interleaved repeats is
-the least contaminated estimate of a case's own cost; the median says what a user of a loaded machine sees.
-
-This module imports jax and the standard library only: bench_ou.py's worker imports it inside the public
-``thermox`` package's virtual environment, where the project's own packages must not be importable.
+Every comparison is interleaved (``experiments.bench.workers.clock``, where the rationale is): each case keeps the
+median and the minimum of its repeats.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import statistics
 import time
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable
 
 import jax
 
+from .workers.clock import interleaved, summary
+
 GIB = float(2**30)
-T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------------------------------
-# Calls
-# --------------------------------------------------------------------------------------------------
-
-
-def timed(fn: Callable, *args) -> float:
-    """Wall-clock seconds of one call ``fn(*args)``, waiting for its result (``block_until_ready``)."""
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - start
-
-
-def warm_up(fn: Callable, *args) -> float:
-    """Compile and run ``fn`` twice; returns the seconds of the first (compiling) call."""
-    first = timed(fn, *args)
-    timed(fn, *args)
-    return first
-
-
-def summary(times: Sequence[float], first_call_s: float | None = None) -> dict:
-    """``{"median_s", "min_s", "first_call_s", "times_s"}`` of repeated timings."""
-    times = [float(t) for t in times]
-    return {
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "first_call_s": first_call_s,
-        "times_s": times,
-    }
-
-
-def interleaved(runners: dict[str, Callable[[int], T]], repeats: int, pause_s: float = 0.0,
-                ) -> dict[str, list[T]]:
-    """What each runner returns per repeat, called in turn (a, b, a, b, ...); ``runner(seed) -> seconds`` (or any
-    measurement, e.g. a ``(wall, cpu)`` pair).
-
-    ``pause_s`` sleeps before each call (lets another process's XLA worker threads stop spinning).
-    """
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for seed in range(1, repeats + 1):
-        for name, runner in runners.items():
-            if pause_s:
-                time.sleep(pause_s)
-            times[name].append(runner(seed))
-    return times
-
-
-def ratio(ours: dict | None, baseline: dict | None, stat: str = "min_s") -> float | None:
-    """``ours[stat] / baseline[stat]`` of two :func:`summary` dicts (None when either is missing)."""
-    if not ours or not baseline or ours.get(stat) is None or not baseline.get(stat):
-        return None
-    return ours[stat] / baseline[stat]
-
-
-# --------------------------------------------------------------------------------------------------
-# Training steps that carry their state
-# --------------------------------------------------------------------------------------------------
 
 
 class StepTimer:
@@ -144,8 +81,9 @@ def time_steps(timers: dict[str, StepTimer], repeats: int, pause_s: float = 0.0,
                on_compiled: Callable[[str, StepTimer], None] | None = None) -> dict[str, dict]:
     """Warm every timer (compile + one untimed call), then time them interleaved ``repeats`` times.
 
-    Returns per name a :func:`summary` (seconds per step) plus ``compile_s`` and XLA's ``memory`` analysis.
-    ``on_compiled(name, timer)`` is called after each warm-up (progress output).
+    Returns per name a :func:`~experiments.bench.workers.clock.summary` (seconds per step) plus ``compile_s``,
+    XLA's ``memory`` analysis and ``steps_per_call``. ``on_compiled(name, timer)`` is called after each warm-up
+    (progress output).
     """
     for name, timer in timers.items():
         timer.warm()
@@ -185,9 +123,10 @@ def memory_stats(compiled) -> dict | None:
     return out
 
 
-def _status_kib(field: str) -> int | None:
+def _proc_kib(path: str, field: str) -> int | None:
+    """The value in KiB of ``field`` in a Linux ``/proc`` status file, or None."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
@@ -198,7 +137,7 @@ def _status_kib(field: str) -> int | None:
 
 def rss_bytes() -> int | None:
     """The process's resident set size now (Linux ``VmRSS``), or None."""
-    kib = _status_kib("VmRSS")
+    kib = _proc_kib("/proc/self/status", "VmRSS")
     return None if kib is None else 1024 * kib
 
 
@@ -214,12 +153,18 @@ def reset_peak_rss() -> bool:
 
 def peak_rss_bytes() -> int | None:
     """The process's resident-set high-water mark since start or the last :func:`reset_peak_rss` (``VmHWM``)."""
-    kib = _status_kib("VmHWM")
+    kib = _proc_kib("/proc/self/status", "VmHWM")
+    return None if kib is None else 1024 * kib
+
+
+def available_bytes() -> int | None:
+    """The machine's available memory (Linux ``MemAvailable``), or None."""
+    kib = _proc_kib("/proc/meminfo", "MemAvailable")
     return None if kib is None else 1024 * kib
 
 
 # --------------------------------------------------------------------------------------------------
-# Machine and report helpers
+# Machine
 # --------------------------------------------------------------------------------------------------
 
 
@@ -237,20 +182,3 @@ def machine() -> dict:
         "jax_version": jax.__version__, "jax_backend": jax.default_backend(),
         "load_avg_1min": load_average(),
     }
-
-
-def markdown_table(headers: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def ms(stats: dict | None, digits: int = 2) -> str:
-    """``median (min)`` milliseconds of a :func:`summary`."""
-    if not stats:
-        return "n/a"
-    return f"{1e3 * stats['median_s']:.{digits}f} ({1e3 * stats['min_s']:.{digits}f})"
-
-
-def fmt(value: float | None, spec: str = ".2f") -> str:
-    return "n/a" if value is None else format(value, spec)

@@ -1,18 +1,16 @@
-"""A peer package in its own virtual environment, driven as a worker subprocess (bench_ou.py, bench_kfac_jax.py).
+"""A peer package in its own virtual environment, driven as a worker subprocess (experiments.bench.ou, .kfac_jax).
 
 Some baselines cannot be imported beside the project: the public ``thermox`` has our package's import name, and
-``kfac-jax`` needs an older jax. A benchmark script then creates a virtual environment for the peer once, under a
-cache directory (:func:`cached_venv`), and runs *itself* there with ``--worker`` (:class:`Worker`): the worker
-reads one JSON request per line on stdin and answers one JSON line on stdout, so the main process can interleave
-its own timed calls with the peer's. Anything that prevents this (no pip index, no matching wheel, an import
-error, a worker crash) raises :class:`Unavailable`, whose message is the reason the comparison was skipped.
-
-Standard library only: the worker imports this module inside the peer's environment.
+``kfac-jax`` needs an older jax. A benchmark then creates a virtual environment for the peer once, under a cache
+directory (:func:`cached_venv`), and runs a worker script of ``experiments/bench/workers/`` there
+(:class:`Worker`): the worker reads one JSON request per line on stdin and answers one JSON line on stdout
+(``workers/protocol.py``), so the main process can interleave its own timed calls with the peer's. Anything that
+prevents this (no pip index, no matching wheel, an import error, a worker crash) raises :class:`Unavailable`,
+whose message is the reason the comparison was skipped.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "thermo-opt"
+WORKERS = Path(__file__).resolve().parent / "workers"
 
 
 class Unavailable(Exception):
@@ -87,14 +86,16 @@ def cached_venv(venv: Path, probe: str, requirements: Callable[[], Sequence[Sequ
 
 
 class Worker:
-    """``script --worker`` run by another interpreter, driven by JSON lines (one request, one reply)."""
+    """A worker script run by another interpreter, driven by JSON lines (one request, one reply).
+
+    The script runs as ``python -E -s script``: no ``PYTHONPATH`` and no user site can bring this project's
+    packages in, and the script's own directory (``workers/``) is first on its path for its sibling modules.
+    """
 
     def __init__(self, python: Path, script: Path, name: str):
         self.name = name
-        # -I: isolated mode, so no PYTHONPATH, user site or script directory can bring the project's packages in.
         self.process = subprocess.Popen(
-            [str(python), "-I", str(script), "--worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [str(python), "-E", "-s", str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
 
     def call(self, op: str, **kwargs) -> dict:
@@ -113,7 +114,7 @@ class Worker:
 
 
 def start_worker(python: Callable[[], Path], script: Path, name: str) -> tuple[Worker | None, dict]:
-    """Create the environment (``python()``), start the worker and ask its ``"versions"``.
+    """Create the environment (``python()``), start the worker ``script`` and ask its ``"versions"``.
 
     Returns the worker (None when unavailable) and what is recorded about the peer:
     ``{"available": True, "reason": None, **versions}`` or ``{"available": False, "reason": why}``.
@@ -125,27 +126,3 @@ def start_worker(python: Callable[[], Path], script: Path, name: str) -> tuple[W
         print(f"{name} skipped: {error}", flush=True)
         return None, {"available": False, "reason": str(error)}
     return worker, {"available": True, "reason": None, **versions}
-
-
-def serve(handlers: dict[str, Callable[..., dict]]) -> None:
-    """The worker's loop: for each JSON line on stdin, ``handlers[op](**arguments)`` printed as one JSON line."""
-    for line in sys.stdin:
-        request = json.loads(line)
-        op = request.pop("op")
-        if op not in handlers:
-            raise ValueError(f"unknown request {op!r}")
-        print(json.dumps(handlers[op](**request)), flush=True)
-
-
-def parse_args(parser: argparse.ArgumentParser, peer: str,
-               worker_main: Callable[[], None]) -> argparse.Namespace | None:
-    """Parse a benchmark script's arguments, adding ``--cache-dir`` (where ``peer``'s environment is kept) and the
-    hidden ``--worker``; in worker mode, run ``worker_main()`` and return None."""
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
-                        help=f"where {peer}'s virtual environment is kept")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        worker_main()
-        return None
-    return args
