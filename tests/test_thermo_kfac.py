@@ -18,10 +18,8 @@ import kfac_reference as ref
 import kfac_thermo as kt
 import thermox
 from experiments.models import split_model
-from kfac_thermo._kfac_layers import KFACModel
+from kfac_thermo._curvature import KFACModel, batch_statistics, factors
 from kfac_thermo._kfac_solvers import factored_damping
-from kfac_thermo._kfac_stats import batch_statistics, factors
-from kfac_thermo._losses import Loss
 
 EPS = ref.EPS64
 LOSS = "softmax_cross_entropy"
@@ -67,7 +65,7 @@ def relaxed_t_and_tolerance(params, x, y, damping):
     """Run time after which every damped factor's drift (normalised to unit largest entry) has relaxed to
     ``e^{-40}``, and the rounding bound of two solves per layer."""
     model = KFACModel(ref.mlp_predict, params, x, "diagonal")
-    A, S, _ = factors(model, batch_statistics(model, params, x, y, "ggn", Loss(LOSS), jr.key(0)))
+    A, S, _ = factors(model, batch_statistics(model, params, x, y, "ggn", kt.as_loss(LOSS), jr.key(0)))
     slowest, tol = 0.0, 0.0
     for a, s in zip(A, S):
         for M in factored_damping(a, s, damping):
@@ -134,7 +132,7 @@ def test_refresh_periods_and_moving_average(x64):
     tx = kt.scale_by_kfac(solver, predict_fn=ref.mlp_predict, loss=LOSS, damping=0.05, example_inputs=batches[0][0],
                           ema_decay=0.5, curvature_period=2, inverse_period=3)
     model = KFACModel(ref.mlp_predict, params, batches[0][0], "diagonal")
-    batch_factors = [factors(model, batch_statistics(model, params, bx, by, "ggn", Loss(LOSS), jr.key(0)))
+    batch_factors = [factors(model, batch_statistics(model, params, bx, by, "ggn", kt.as_loss(LOSS), jr.key(0)))
                      for bx, by in batches]
     state = tx.init(params)
     step = jax.jit(lambda g, s, b: tx.update(g, s, params, batch=b))
@@ -160,9 +158,9 @@ def test_refresh_periods_and_moving_average(x64):
             for new, ref_inv in zip(jax.tree_util.tree_leaves(state.inverses), jax.tree_util.tree_leaves(refreshed)):
                 np.testing.assert_allclose(new, ref_inv, rtol=0, atol=100 * EPS * np.abs(ref_inv).max())
         # The direction is the current inverses applied to this step's gradient blocks.
-        G = model.matrices(jax.tree_util.tree_leaves(g))
+        G = model.to_matrices(jax.tree_util.tree_leaves(g))
         blocks = [solver.apply(inv, gb, jr.key(0))[0] for inv, gb in zip(state.inverses, G)]
-        expected = model.unmatrices(blocks, jax.tree_util.tree_leaves(g))
+        expected = model.from_matrices(blocks, jax.tree_util.tree_leaves(g))
         np.testing.assert_allclose(ravel_pytree(update)[0], ravel_pytree(expected)[0], rtol=1e-12)
     assert int(state.count) == 4 and int(state.skipped) == 0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Callable, NamedTuple
 
 import equinox as eqx
 import jax
@@ -12,13 +12,10 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-import thermox
-
-from ._curvature import BatchCurvature, CurvatureKind, check_curvature
-from ._losses import Loss, LossSpec
-from ._solvers import AbstractCurvatureSolver
-
-NonFinitePolicy = Literal["skip", "raise"]
+from .._common import NonFinitePolicy, batch_of, check_damping, check_transform, needs_key
+from .._curvature import BatchCurvature, CurvatureKind
+from .._losses import LossSpec
+from .._solvers import AbstractCurvatureSolver
 
 
 class NaturalGradientState(NamedTuple):
@@ -43,37 +40,6 @@ class NaturalGradientState(NamedTuple):
     skipped: Array
 
 
-def check_damping(damping):
-    """Damping must be > 0 (a concrete value raises now; a traced one at run time)."""
-    if isinstance(damping, jax.core.Tracer):
-        return eqx.error_if(damping, ~(damping > 0), "damping must be > 0")
-    if not damping > 0:
-        raise ValueError(f"damping must be > 0, got {damping!r}")
-    return damping
-
-
-def unpack_batch(batch, name: str) -> tuple[Any, Array]:
-    if batch is None:
-        raise ValueError(f"{name}.update needs the keyword argument batch=(inputs, targets)")
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise ValueError(f"{name}: batch must be a pair (inputs, targets), got {type(batch).__name__}")
-    return batch[0], jnp.asarray(batch[1])
-
-
-def check_batch(predict_fn: Callable, loss: Loss, params: PyTree, inputs: Any, targets: Array) -> None:
-    """Static shape checks: predict_fn must map the inputs to (b, dz) outputs matching the targets."""
-    sizes = {leaf.shape[0] for leaf in jax.tree_util.tree_leaves(inputs)}
-    if len(sizes) != 1 or targets.shape[:1] != (next(iter(sizes)),):
-        raise ValueError(f"batch inputs and targets disagree on the batch size: inputs {sizes}, targets {targets.shape}")
-    try:
-        out = jax.eval_shape(predict_fn, params, inputs)
-    except Exception as error:  # noqa: BLE001 - re-raised with the context a user needs
-        raise ValueError(f"predict_fn(params, inputs) failed on this batch: {error}") from error
-    if out.ndim != 2 or out.shape[0] != targets.shape[0]:
-        raise ValueError(f"predict_fn must return outputs of shape (batch, dz); got {out.shape} for {targets.shape[0]} examples")
-    loss.check_targets(jnp.zeros(out.shape[1:], out.dtype), targets[0])
-
-
 def scale_by_natural_gradient(
     solver: AbstractCurvatureSolver,
     *,
@@ -88,14 +54,15 @@ def scale_by_natural_gradient(
     r"""Replace the gradient ``g`` by ``solver``'s solution of ``(G + damping I) d = g``.
 
     ``G`` is the batch curvature (``curvature``: the GGN, its curvature-propagation estimate, the empirical Fisher
-    or the Monte-Carlo Fisher, see :mod:`kfac_thermo._curvature`) at the current parameters, for the batch given
+    or the Monte-Carlo Fisher, see ``kfac_thermo._curvature``) at the current parameters, for the batch given
     as the keyword-only extra argument ``batch=(inputs, targets)`` of ``update``. The direction has the pytree
     structure of the gradient.
 
     Args:
         solver: a digital solver (dense, Woodbury, CG) or :class:`ThermodynamicSolver`.
         predict_fn: ``predict_fn(params, inputs) -> outputs`` of shape (batch, dz).
-        loss: "softmax_cross_entropy", "mse" or a per-example callable ``(outputs, targets) -> scalar``.
+        loss: a :class:`kfac_thermo.Loss`, "softmax_cross_entropy", "mse" or a per-example callable
+            ``(outputs, targets) -> scalar``.
         damping: ``lambda > 0`` (may be injected with ``optax.inject_hyperparams``).
         curvature: "ggn", "empirical_fisher", "mc_fisher" or "ggn_curvature_prop".
         key: PRNG key for device noise and sampled curvature estimates (required for noisy devices, "mc_fisher"
@@ -104,14 +71,9 @@ def scale_by_natural_gradient(
             direction is not finite and counts it in ``state.skipped``; "raise" fails at run time.
         host_flops_per_s: host throughput for the modeled time of the digital work.
     """
-    loss_fn = Loss(loss)
-    if nonfinite not in ("skip", "raise"):
-        raise ValueError(f"nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
-    if not callable(predict_fn):
-        raise ValueError("predict_fn must be a callable predict_fn(params, inputs) -> outputs")
-    check_curvature(curvature, key)
+    loss_fn, damping = check_transform(predict_fn=predict_fn, loss=loss, damping=damping, curvature=curvature,
+                                       key=key, nonfinite=nonfinite)
     name = type(solver).__name__
-    damping = check_damping(damping)
     device = getattr(solver, "device", None)
     if device is not None:
         needs_key(device, key)
@@ -129,10 +91,7 @@ def scale_by_natural_gradient(
 
     def update_fn(updates, state, params=None, *, batch=None, **extra_args):
         del extra_args
-        if params is None:
-            raise ValueError(f"{name}: update needs params")
-        inputs, targets = unpack_batch(batch, name)
-        check_batch(predict_fn, loss_fn, params, inputs, targets)
+        inputs, targets = batch_of(name, predict_fn, loss_fn, params, batch)
         g, unravel = ravel_pytree(updates)
         key_curvature, key_solve, next_key = jr.split(state.key, 3)
         curv = BatchCurvature(curvature, predict_fn, loss_fn, params, inputs, targets, key_curvature)
@@ -162,9 +121,3 @@ def scale_by_natural_gradient(
         return unravel(direction.astype(g.dtype)), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def needs_key(device: thermox.AnalogDevice, key) -> None:
-    """A noisy device draws thermal noise: insist on a caller-given key rather than a hidden seed."""
-    if not device.is_noiseless and key is None:
-        raise ValueError("a noisy device (kappa0 > 0) needs key= for its thermal noise")

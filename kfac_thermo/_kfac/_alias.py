@@ -10,13 +10,11 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 import thermox
 
-from ._alias import ScalarOrSchedule, _with_learning_rate
-from ._curvature import CurvatureKind
-from ._kfac_layers import Fallback
-from ._kfac_solvers import DampingMode, DigitalKronecker, ThermoKronecker, ThermoMethod
-from ._kfac_transform import scale_by_kfac
-from ._losses import LossSpec
-from ._transform import NonFinitePolicy
+from .._common import NonFinitePolicy, ScalarOrSchedule, with_learning_rate
+from .._curvature import CurvatureKind, Fallback
+from .._kfac_solvers import DampingMode, DigitalKronecker, ThermoKronecker, ThermoMethod
+from .._losses import LossSpec
+from ._transform import scale_by_kfac
 
 
 def kfac(
@@ -53,7 +51,7 @@ def kfac(
         inverse_period=inverse_period, fallback=fallback, key=key, nonfinite=nonfinite, mesh=mesh,
         solver_axis=solver_axis,
     )
-    return _with_learning_rate(direction, learning_rate, momentum)
+    return with_learning_rate(direction, learning_rate, momentum)
 
 
 def thermo_kfac(
@@ -102,4 +100,4 @@ def thermo_kfac(
         curvature=curvature, ema_decay=ema_decay, curvature_period=curvature_period, inverse_period=inverse_period,
         fallback=fallback, key=key, nonfinite=nonfinite, mesh=mesh, solver_axis=solver_axis,
     )
-    return _with_learning_rate(direction, learning_rate, momentum)
+    return with_learning_rate(direction, learning_rate, momentum)

@@ -2,7 +2,7 @@ r"""K-FAC as an optax transformation: ``scale_by_kfac`` for any block solver, ``
 
 Per step ``k`` (counting skipped steps), with the batch given as ``update(..., batch=(inputs, targets))``:
 
-1. every ``curvature_period`` steps: the batch's factors (``_kfac_stats.py``) enter exponential moving averages
+1. every ``curvature_period`` steps: the batch's factors (``kfac_thermo._curvature``) enter exponential moving averages
    ``F <- ema_decay F + (1 - ema_decay) F_batch`` (the first refresh takes ``F_batch`` as it is);
 2. every ``inverse_period`` steps: the block solver refreshes its state from the averaged factors (digital
    inverses / eigendecompositions, or programming the analog device);
@@ -26,13 +26,11 @@ import optax
 from jax.sharding import Mesh
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from ._curvature import CurvatureKind, check_curvature
-from ._kfac_layers import Fallback, KFACModel
-from ._kfac_solvers import AbstractKroneckerSolver, BlockWork, ThermoKronecker, block_work
-from ._kfac_stats import LayerStatistics, batch_statistics, factors
-from ._losses import Loss, LossSpec
-from ._parallel import axis_size, distribute
-from ._transform import NonFinitePolicy, check_batch, check_damping, needs_key, unpack_batch
+from .._common import NonFinitePolicy, all_finite, batch_of, check_damping, check_transform, needs_key, periodic
+from .._curvature import CurvatureKind, Fallback, KFACModel, LayerStatistics, batch_statistics, factors
+from .._kfac_solvers import AbstractKroneckerSolver, BlockWork, ThermoKronecker, block_work
+from .._losses import LossSpec
+from .._parallel import axis_size, distribute
 
 
 class KFACState(NamedTuple):
@@ -80,17 +78,6 @@ def _check_decay(decay):
     return decay
 
 
-def _all_finite(tree) -> Array:
-    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)] or [True]))
-
-
-def _periodic(period: int, count: Array, fn: Callable, keep: Callable, operand):
-    """``fn(operand)`` on steps ``count % period == 0``, else ``keep(operand)`` (no cond for a period of 1)."""
-    if period == 1:
-        return fn(operand)
-    return jax.lax.cond(count % period == 0, fn, keep, operand)
-
-
 def _combine(works: list[BlockWork]) -> BlockWork:
     """Layers on separate solvers: flops and transfers add up, analog run times overlap (maximum)."""
     if not works:
@@ -130,7 +117,7 @@ def scale_by_kfac(
         example_inputs: a batch of inputs (arrays or shape structs, batch axis first): ``init`` traces the model
             on one example to find its layers and size the factors. Batches must match its per-example shape.
         curvature: "ggn", "empirical_fisher", "mc_fisher" or "ggn_curvature_prop" (output derivatives, see
-            ``_kfac_stats.py``).
+            ``kfac_thermo._curvature._statistics``).
         ema_decay: in [0, 1): weight of the old factors at each curvature refresh (may be injected).
         curvature_period: refresh the factors every this many steps (static int >= 1).
         inverse_period: refresh the solver's inverses every this many steps (static int >= 1).
@@ -146,15 +133,10 @@ def scale_by_kfac(
             jit-compiled on this mesh with replicated optimizer state. The result is the same as without.
         solver_axis: the mesh axis the layers are spread over (the data axis in data-parallel training).
     """
-    loss_fn = Loss(loss)
-    if not callable(predict_fn):
-        raise ValueError("predict_fn must be a callable predict_fn(params, inputs) -> outputs")
-    check_curvature(curvature, key)
-    if nonfinite not in ("skip", "raise"):
-        raise ValueError(f"nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
+    loss_fn, damping = check_transform(predict_fn=predict_fn, loss=loss, damping=damping, curvature=curvature,
+                                       key=key, nonfinite=nonfinite)
     curvature_period = _check_period("curvature_period", curvature_period)
     inverse_period = _check_period("inverse_period", inverse_period)
-    damping = check_damping(damping)
     ema_decay = _check_decay(ema_decay)
     if isinstance(solver, ThermoKronecker):
         needs_key(solver.device, key)
@@ -188,10 +170,7 @@ def scale_by_kfac(
 
     def update_fn(updates, state, params=None, *, batch=None, statistics=None, **extra_args):
         del extra_args
-        if params is None:
-            raise ValueError(f"{name}: update needs params")
-        inputs, targets = unpack_batch(batch, name)
-        check_batch(predict_fn, loss_fn, params, inputs, targets)
+        inputs, targets = batch_of(name, predict_fn, loss_fn, params, batch)
         model = KFACModel(predict_fn, params, inputs, fallback)
         shapes = [(A.shape[0], S.shape[0]) for A, S in state.factors]
         if shapes != [model.dims(layer)[::-1] for layer in model.layers]:
@@ -208,7 +187,7 @@ def scale_by_kfac(
         solvers = [solver.for_layer(i) for i in range(len(model.layers))]
         key_stats, key_refresh, key_apply, next_key = jr.split(state.key, 4)
         g_leaves, treedef = jax.tree_util.tree_flatten(updates)
-        g_finite = _all_finite(g_leaves)
+        g_finite = all_finite(g_leaves)
         g_leaves = [jnp.where(g_finite, g, 0.0) for g in g_leaves]
         batch_size = targets.shape[0]
 
@@ -222,14 +201,14 @@ def scale_by_kfac(
             ema = lambda old, new: (old + weight * (new - old)).astype(old.dtype)
             new = (tuple((ema(a0, a), ema(s0, s)) for (a0, s0), a, s in zip(blocks, A, S)),
                    tuple(ema(d0, d) for d0, d in zip(diagonals, D)), n + 1)
-            ok = g_finite & _all_finite(new[:2])
+            ok = g_finite & all_finite(new[:2])
             new = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), new, operand)
             return new, (stats.model_calls, _stats_flops(model, stats)), ok
 
         def keep_curvature(operand):
             return operand, (jnp.zeros([], jnp.float32), jnp.zeros([], jnp.float32)), jnp.asarray(True)
 
-        (blocks, diagonals, curvature_updates), (stats_calls, stats_flops), stats_ok = _periodic(
+        (blocks, diagonals, curvature_updates), (stats_calls, stats_flops), stats_ok = periodic(
             curvature_period, state.count, refresh_curvature, keep_curvature,
             (state.factors, state.diagonals, state.curvature_updates))
         accepted = g_finite & stats_ok
@@ -240,25 +219,25 @@ def scale_by_kfac(
             results = per_layer([lambda op, s=s: s.refresh(*op) for s in solvers],
                                 [(A, S, damping_value, k) for (A, S), k in zip(blocks, keys)])
             new = tuple(r[0] for r in results)
-            ok = accepted & _all_finite(new)
+            ok = accepted & all_finite(new)
             return (jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), new, state.inverses),
                     tuple(r[1] for r in results))
 
         def keep_inverses(blocks):
             return state.inverses, tuple(block_work() for _ in blocks)
 
-        inverses, refresh_works = _periodic(inverse_period, state.count, refresh_inverses, keep_inverses, blocks)
+        inverses, refresh_works = periodic(inverse_period, state.count, refresh_inverses, keep_inverses, blocks)
 
         # 3. Directions.
-        G = model.matrices(g_leaves)
+        G = model.to_matrices(g_leaves)
         keys = jr.split(key_apply, len(G))
         applied = per_layer([lambda op, s=s: s.apply(*op) for s in solvers], list(zip(inverses, G, keys)))
-        direction = model.unmatrices([a[0] for a in applied], g_leaves)
+        direction = model.from_matrices([a[0] for a in applied], g_leaves)
         for i, d in zip(model.rest, diagonals if fallback == "diagonal" else [None] * len(model.rest)):
             curvature_i = 1.0 if d is None else d
             direction[i] = (g_leaves[i] / (curvature_i + damping_value)).astype(g_leaves[i].dtype)
 
-        finite = accepted & _all_finite(direction)
+        finite = accepted & all_finite(direction)
         if nonfinite == "raise":
             direction = [eqx.error_if(d, ~finite, "kfac: non-finite gradient, statistics or direction")
                          for d in direction]

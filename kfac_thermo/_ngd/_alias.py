@@ -6,24 +6,15 @@ from typing import Callable
 
 import diffrax
 import optax
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import PRNGKeyArray
 
 import thermox
 
-from ._curvature import CurvatureKind
-from ._losses import LossSpec
-from ._solvers import CGSolver, DenseSolver, ThermodynamicSolver, WoodburySolver
-from ._transform import NonFinitePolicy, scale_by_natural_gradient
-
-ScalarOrSchedule = float | Float[Array, ""] | optax.Schedule
-
-
-def _with_learning_rate(direction, learning_rate, momentum=None):
-    parts = [direction]
-    if momentum is not None:
-        parts.append(optax.trace(decay=momentum))
-    parts.append(optax.scale_by_learning_rate(learning_rate))
-    return optax.chain(*parts)
+from .._common import NonFinitePolicy, ScalarOrSchedule, with_learning_rate
+from .._curvature import CurvatureKind
+from .._losses import LossSpec
+from .._solvers import CGSolver, DenseSolver, ThermodynamicSolver, WoodburySolver
+from ._transform import scale_by_natural_gradient
 
 
 def tngd(
@@ -57,7 +48,7 @@ def tngd(
                                  sde_solver=sde_solver)
     direction = scale_by_natural_gradient(solver, predict_fn=predict_fn, loss=loss, damping=damping,
                                           curvature=curvature, key=key, nonfinite=nonfinite)
-    return _with_learning_rate(direction, learning_rate, momentum)
+    return with_learning_rate(direction, learning_rate, momentum)
 
 
 def tngd_adam(
@@ -94,7 +85,7 @@ def _digital(solver, learning_rate, predict_fn, loss, damping, curvature, key, m
     """A digital solver's natural-gradient direction followed by (heavy-ball momentum and) the learning rate."""
     direction = scale_by_natural_gradient(solver, predict_fn=predict_fn, loss=loss, damping=damping,
                                           curvature=curvature, key=key, nonfinite=nonfinite)
-    return _with_learning_rate(direction, learning_rate, momentum)
+    return with_learning_rate(direction, learning_rate, momentum)
 
 
 def ngd(
