@@ -1,5 +1,11 @@
 """kfac_thermo: thermodynamic and digital second-order optimizers as optax gradient transformations."""
 
+from ._common import ConditioningWarning as ConditioningWarning
+from ._composition import WithWorkState as WithWorkState
+from ._composition import skip_nonfinite as skip_nonfinite
+from ._composition import total_work as total_work
+from ._composition import with_work as with_work
+from ._composition import work_records as work_records
 from ._curvature import BatchCurvature as BatchCurvature
 from ._curvature import BlockTable as BlockTable
 from ._curvature import LayerStatistics as LayerStatistics
@@ -9,7 +15,6 @@ from ._kfac import KFACState as KFACState
 from ._kfac import kfac as kfac
 from ._kfac import scale_by_kfac as scale_by_kfac
 from ._kfac import thermo_kfac as thermo_kfac
-from ._kfac_solvers import AbstractKroneckerSolver as AbstractKroneckerSolver
 from ._kfac_solvers import DigitalKronecker as DigitalKronecker
 from ._kfac_solvers import ThermoKronecker as ThermoKronecker
 from ._losses import CallableLoss as CallableLoss
@@ -29,45 +34,58 @@ from ._parallel import data_mesh as data_mesh
 from ._parallel import distribute as distribute
 from ._parallel import replicate as replicate
 from ._parallel import shard_batch as shard_batch
-from ._solvers import AbstractCurvatureSolver as AbstractCurvatureSolver
+from ._solver import AbstractDampedSolver as AbstractDampedSolver
 from ._solvers import CGSolver as CGSolver
 from ._solvers import DenseSolver as DenseSolver
 from ._solvers import ThermodynamicSolver as ThermodynamicSolver
 from ._solvers import WoodburySolver as WoodburySolver
+from ._work import DIGITAL_KINDS as DIGITAL_KINDS
+from ._work import Work as Work
+from ._work import analog as analog_work
+from ._work import digital as digital_work
 
 __all__ = [
-    "AbstractCurvatureSolver",
-    "AbstractKroneckerSolver",
+    "AbstractDampedSolver",
+    "BatchCurvature",
     "BlockTable",
+    "CGSolver",
+    "CallableLoss",
+    "ConditioningWarning",
+    "DIGITAL_KINDS",
+    "DenseSolver",
     "DigitalKronecker",
     "KFACState",
     "LayerStatistics",
+    "Loss",
+    "MeanSquaredError",
+    "NaturalGradientState",
+    "SoftmaxCrossEntropy",
     "ThermoKronecker",
+    "ThermodynamicSolver",
+    "WithWorkState",
+    "WoodburySolver",
+    "Work",
+    "analog_work",
+    "as_loss",
+    "data_mesh",
+    "digital_work",
+    "distribute",
     "kfac",
     "kfac_blocks",
     "loss_grads_and_statistics",
-    "register_dense",
-    "scale_by_kfac",
-    "thermo_kfac",
-    "BatchCurvature",
-    "CGSolver",
-    "CallableLoss",
-    "DenseSolver",
-    "Loss",
-    "MeanSquaredError",
-    "SoftmaxCrossEntropy",
-    "as_loss",
-    "NaturalGradientState",
-    "ThermodynamicSolver",
-    "WoodburySolver",
-    "data_mesh",
-    "distribute",
-    "replicate",
-    "shard_batch",
     "ngd",
     "ngd_cg",
     "ngd_woodbury",
+    "register_dense",
+    "replicate",
+    "scale_by_kfac",
     "scale_by_natural_gradient",
+    "shard_batch",
+    "skip_nonfinite",
+    "thermo_kfac",
     "tngd",
     "tngd_adam",
+    "total_work",
+    "with_work",
+    "work_records",
 ]

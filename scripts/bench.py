@@ -262,8 +262,10 @@ def section_kfac(quick: bool, rounds: int | None = None, *, hidden: int | None =
         state = _kfac_state(timer.state)
         results[name] = {
             "optimizer": names[name], "step_s": stats[name]["median_s"], "step_min_s": stats[name]["min_s"],
-            "stats": stats[name], "model_calls_last_step": None if state is None else float(state.model_calls),
-            "modeled_time_s_last_step": None if state is None else float(state.modeled_time_s),
+            "stats": stats[name],
+            "model_calls_last_step": None if state is None else bench_tngd.model_calls(timer.state),
+            "modeled_time_s_last_step": None if state is None else bench_tngd.modeled_time_s(
+                timer.state, batch, count_parameters(params)),
             "peak_bytes": (stats[name]["memory"] or {}).get("peak_bytes"),
         }
     adam = results["adam"]
@@ -392,7 +394,7 @@ def section_scaling(quick: bool, repeats: int | None = None, *, sizes=None, inpu
         "setting": {"model": f"MLP {inputs}-h-{outputs} (tanh), hidden width widened", "batch": batch, "dz": outputs,
                     "cg_iterations": cg_iterations, "dense_max_n": dense_max_n, "repeats": repeats,
                     "tngd": "t = 50 tau, kappa0 = 0.01, exact low-rank law, damping 0.01",
-                    "modeled": "NaturalGradientState.modeled_time_s (Adam: one model call, 2 b N flops at 1e13/s)"},
+                    "modeled": "experiments.hardware.step_seconds of the work records and the gradient's passes"},
         "rows": rows,
     }
 

@@ -9,8 +9,8 @@ are interleaved (the machine is shared) and the median round is reported, as wal
 time (less sensitive to other jobs on a shared machine); ratios are over Adam in the same run. Each step is timed
 on its own and waited for (``block_until_ready``: no queue of asynchronous steps), so the table also splits the
 CPU time into the refresh step (statistics and inverses; the first of each period) and the median of the other
-nine (gradient, preconditioning and bookkeeping only). "modeled s" is the
-transform's modeled hardware time per step (``KFACState.modeled_time_s``) averaged over a period. Compilation is
+nine (gradient, preconditioning and bookkeeping only). "modeled s" is the modeled hardware time per step
+(``experiments.trainer.modeled_step_seconds`` of the state's work records) averaged over a period. Compilation is
 excluded (one warm-up period). float32, as a user would train.
 
 OPENBLAS_NUM_THREADS=1 (set below unless given): on CPU, XLA's LAPACK calls (eigh, Cholesky) run on OpenBLAS's
@@ -38,6 +38,7 @@ import optax
 import kfac_thermo
 import thermox
 from experiments.models import count_parameters, split_model
+from experiments.trainer import modeled_step_seconds
 
 BATCH, INPUTS, HIDDEN, CLASSES, PERIOD = 512, 784, 1024, 10, 10
 
@@ -127,8 +128,8 @@ def main():
                 jax.block_until_ready((p, loss))
                 walls.append(time.perf_counter() - start)
                 cpus.append(time.process_time() - cpu)
-                if kfac_state(state) is not None:
-                    modeled.append(jnp.copy(kfac_state(state).modeled_time_s))  # the state is donated next
+                if kfac_state(state) is not None:  # read now: the state is donated next
+                    modeled.append(float(modeled_step_seconds(state, BATCH, count_parameters(params))))
             run["times"].append(sum(walls) / PERIOD)
             run["cpu"].append(sum(cpus) / PERIOD)
             run["refresh_cpu"].append(cpus[0])

@@ -33,6 +33,7 @@ import kfac_thermo  # noqa: E402
 import thermox  # noqa: E402
 from _timing import StepTimer, markdown_table, time_steps  # noqa: E402
 from experiments.models import SmallCNN, count_parameters, split_model  # noqa: E402
+from experiments.trainer import modeled_step_seconds  # noqa: E402
 
 BATCH, CLASSES, IMAGE = 64, 10, 28
 ALL = ("adam", "tngd_t50", "tngd_t5", "tngd_mc_fisher", "tngd_quantized_8bit", "tngd_adam", "ngd_woodbury", "ngd_cg")
@@ -55,24 +56,15 @@ def make_step(optimizer, predict_fn):
     return step
 
 
-def _natural_gradient_state(state):
-    is_ng = lambda s: isinstance(s, kfac_thermo.NaturalGradientState)
-    return next((s for s in jax.tree_util.tree_leaves(state, is_leaf=is_ng) if is_ng(s)), None)
-
-
 def model_calls(state) -> float:
-    """Model calls of the last step (the transform's count; 1 for a first-order optimizer)."""
-    found = _natural_gradient_state(state)
-    return 1.0 if found is None else float(found.model_calls)
+    """Model passes of the last step, the gradient's counted as one call (1 for a first-order optimizer)."""
+    work = kfac_thermo.total_work(state)
+    return 1.0 + float(work.forward_passes + work.reverse_passes)
 
 
-def modeled_time_s(state, batch: int, num_params: int, host_flops_per_s: float = 1e13) -> float:
-    """Modeled hardware seconds of the last step: the transform's own figure, else one model call
-    (``2 b N`` flops at ``host_flops_per_s``, as experiments.trainer models Adam)."""
-    found = _natural_gradient_state(state)
-    if found is None:
-        return 2.0 * batch * num_params / host_flops_per_s
-    return float(found.modeled_time_s)
+def modeled_time_s(state, batch: int, num_params: int) -> float:
+    """Modeled hardware seconds of the last step (``experiments.trainer.modeled_step_seconds``)."""
+    return float(modeled_step_seconds(state, batch, num_params))
 
 
 def optimizers(predict_fn, key, names=ALL) -> dict:

@@ -2,7 +2,7 @@
 
 For a layer with input rows ``a_it`` (patches for a convolution, a constant 1 appended with a bias) and output
 derivatives ``s_ikt`` over b examples, T positions and m output directions,
-``A = (1/(bT)) sum a a^T`` and ``S = (1/b) sum s s^T`` (``kfac_thermo/_curvature/_kronecker.py``). Here the rows are built
+``A = (1/(bT)) sum a a^T`` and ``S = (1/b) sum s s^T`` (``kfac_thermo._curvature._kronecker``). Here the rows are built
 with numpy loops (patches with padding and stride) and the derivatives from the chain rule written out
 (``tanh' = 1 - tanh^2``, the softmax Hessian ``diag(p) - p p^T``), never from the library's tap machinery.
 
@@ -344,8 +344,10 @@ def test_statistics_in_the_gradient_pass(x64, kind):
     assert abs(float(value - ref_value)) <= 100 * EPS * abs(float(ref_value))
     for g, r in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
         np.testing.assert_allclose(g, r, rtol=0, atol=1e3 * EPS * scale)
-    assert float(stats.model_calls) == {"ggn": DZ - 1, "empirical_fisher": 0, "mc_fisher": 1,
-                                        "ggn_curvature_prop": 1}[kind]
+    # Passes beyond the gradient's own: no forward pass, the reverse passes of the extra output directions.
+    assert float(stats.work.forward_passes) == 0
+    assert float(stats.work.reverse_passes) == {"ggn": DZ - 1, "empirical_fisher": 0, "mc_fisher": 1,
+                                                "ggn_curvature_prop": 1}[kind]
     model = KFACModel(predict, params, x, "diagonal")
     ours = factors(model, stats)
     own = factors(model, batch_statistics(model, params, x, y, kind, loss, key))

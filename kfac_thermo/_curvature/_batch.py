@@ -18,6 +18,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._losses import Loss
 from .._model import JacobianRows, TappedModel
+from .._work import Work, digital
 from ._directions import CurvatureKind, check_curvature, output_directions
 
 
@@ -45,6 +46,16 @@ class BatchCurvature:
         self.inputs, self.targets = inputs, targets
         self.predict_fn = predict_fn
         self.batch_size = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+
+    def passes(self, forward: int, reverse: int) -> Work:
+        """The work of ``forward`` forward and ``reverse`` reverse passes of the model over this batch."""
+        return digital(forward_passes=forward, reverse_passes=reverse, examples=self.batch_size,
+                       params=self.flat.shape[0])
+
+    def jacobian_work(self, rank: int) -> Work:
+        """The passes of :meth:`jacobian_rows` for ``rank`` Jacobian rows: one forward and ``rank / b`` (= m)
+        reverse passes."""
+        return self.passes(1, rank // self.batch_size)
 
     def outputs(self, flat: Float[Array, " N"]) -> Float[Array, "b dz"]:
         return self.predict_fn(self.unravel(flat), self.inputs)

@@ -26,6 +26,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._losses import Loss, LossSpec, as_loss
 from .._model import layer_inputs, output_derivatives
+from .._work import Work, digital
 from ._directions import CurvatureKind, check_curvature, output_directions
 from ._kronecker import Fallback, KFACModel
 
@@ -37,14 +38,14 @@ class LayerStatistics(eqx.Module):
         inputs: per factored layer, its input operand for every example, (b, ...).
         deltas: per factored layer, output derivatives (m, b, ...), one slice per output direction.
         rows: per fallback leaf (diagonal fallback only), its per-example Jacobian rows (m, b, *leaf shape).
-        model_calls: model calls spent beyond the gradient's forward and reverse pass.
+        work: the model passes spent beyond the gradient's forward and reverse pass (:class:`kfac_thermo.Work`).
         curvature: the curvature kind the deltas estimate.
     """
 
     inputs: tuple[Array, ...]
     deltas: tuple[Array, ...]
     rows: tuple[Array, ...]
-    model_calls: Float[Array, ""]
+    work: Work
     curvature: str = eqx.field(static=True)
 
 
@@ -55,6 +56,12 @@ def _forward(model: KFACModel, leaves: list[Array], inputs: PyTree):
     return (*model.tapped.batched(leaves, inputs, per_example), per_example)
 
 
+def _passes(forward: int, reverse: int, z: Array, leaves: list[Array]) -> Work:
+    """``forward`` and ``reverse`` passes of the model over the batch of outputs ``z``."""
+    return digital(forward_passes=forward, reverse_passes=reverse, examples=z.shape[0],
+                   params=sum(leaf.size for leaf in leaves))
+
+
 def _directions(curvature: str, loss: Loss, z: Array, targets: Array, key) -> Float[Array, "m b dz"]:
     """The output cotangents ``R`` of each curvature kind (:func:`output_directions`), direction axis first."""
     return jnp.moveaxis(output_directions(curvature, loss, z, targets, key), 2, 0)
@@ -63,12 +70,12 @@ def _directions(curvature: str, loss: Loss, z: Array, targets: Array, key) -> Fl
 def batch_statistics(model: KFACModel, params: PyTree, inputs: PyTree, targets: Array, curvature: CurvatureKind,
                      loss: Loss, key: PRNGKeyArray) -> LayerStatistics:
     """The statistics of one batch: one forward pass and m reverse passes (probe and fallback cotangents only)."""
-    f, shared, own, probes, _ = _forward(model, jax.tree_util.tree_leaves(params), inputs)
+    leaves = jax.tree_util.tree_leaves(params)
+    f, shared, own, probes, _ = _forward(model, leaves, inputs)
     z, vjp_fn, acts = jax.vjp(lambda own, probes: f(shared, own, probes), own, probes, has_aux=True)
     R = _directions(curvature, loss, z, targets, key)
     rows, deltas = jax.vmap(vjp_fn)(R)
-    return LayerStatistics(tuple(acts), tuple(deltas), tuple(rows), jnp.asarray(1.0 + R.shape[0], jnp.float32),
-                           curvature)
+    return LayerStatistics(tuple(acts), tuple(deltas), tuple(rows), _passes(1, R.shape[0], z, leaves), curvature)
 
 
 def loss_grads_and_statistics(
@@ -118,12 +125,12 @@ def loss_grads_and_statistics(
         for i, g in zip(per_example, g_own):
             grads[i] = jnp.sum(g, axis=0)
         if curvature == "empirical_fisher":
-            rows, deltas, extra = [b * g[None] for g in g_own], [b * g[None] for g in g_probes], 0.0
+            rows, deltas, extra = [b * g[None] for g in g_own], [b * g[None] for g in g_probes], 0
         else:
             R = _directions(curvature, loss_fn, z, targets, key)
             _, rows, deltas = jax.vmap(vjp_fn)(R)
             extra = R.shape[0]
-        statistics = LayerStatistics(tuple(acts), tuple(deltas), tuple(rows), jnp.asarray(extra, jnp.float32),
+        statistics = LayerStatistics(tuple(acts), tuple(deltas), tuple(rows), _passes(0, extra, z, leaves),
                                      curvature)
         return value, jax.tree_util.tree_unflatten(treedef, grads), statistics
 

@@ -67,7 +67,7 @@ def test_matrix_free_low_rank_form(x64, loss):
     ``W W^T v`` equals the dense ``G v``, the Gram's eigenvalues are G's nonzero ones, and the Gram is the one
     of its own factor (``W^T W c``). The sampled kinds are checked at the output cotangents their key draws
     (``output_directions``), against dense Jacobians. (An equinox model goes through the same path in
-    test_kfac_exact.py.)"""
+    test_ngd_exact.py.)"""
     predict = ref.mlp_predict
     params, x, y = ref.problem(loss)
     kinds = ("ggn", "empirical_fisher", "mc_fisher", "ggn_curvature_prop")
