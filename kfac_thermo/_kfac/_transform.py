@@ -7,7 +7,7 @@ Per step ``k`` (counting skipped steps), with the batch given as ``update(..., b
    ``F <- ema_decay F + (1 - ema_decay) F_batch`` (the first refresh takes ``F_batch`` as it is);
 2. every ``inverse_period`` steps (:func:`_refresh_inverses`): each layer's solver refreshes its prepared arrays
    from the averaged factors (digital inverses / eigendecompositions, or programming the analog device);
-3. every step (:func:`_precondition`): each layer's gradient block ``[W | b]`` is replaced by the solver's
+3. every step (:func:`_precondition`): each layer's gradient layer matrix ``[W | b]`` is replaced by the solver's
    ``(A (x) S + damping)^-1`` applied to it; the rest leaves (:func:`_fallback`) are divided by ``D + damping``
    (diagonal) or ``1 + damping`` (identity).
 
@@ -89,10 +89,10 @@ def _factor_work(model: KFACModel, stats: LayerStatistics) -> Work:
     works = []
     for layer, act, delta in zip(model.layers, stats.inputs, stats.deltas):
         n_out, n_in = model.dims(layer)
-        rows = math.prod(delta.shape) // n_out  # m b T output derivatives
-        samples = rows // delta.shape[0]  # b T inputs
-        works += [kernel_work("gram", 2.0 * samples * n_in**2, samples * n_in + n_in**2, act.dtype),
-                  kernel_work("gram", 2.0 * rows * n_out**2, rows * n_out + n_out**2, delta.dtype)]
+        derivatives = math.prod(delta.shape) // n_out  # m b T output derivatives
+        inputs = derivatives // delta.shape[0]  # b T inputs
+        works += [kernel_work("gram", 2.0 * inputs * n_in**2, inputs * n_in + n_in**2, act.dtype),
+                  kernel_work("gram", 2.0 * derivatives * n_out**2, derivatives * n_out + n_out**2, delta.dtype)]
     return sequential(works)
 
 
@@ -230,10 +230,10 @@ def scale_by_kfac(
         if shapes != [model.dims(layer)[::-1] for layer in model.layers]:
             raise ValueError(f"{name}: the batch's layers {[model.dims(l)[::-1] for l in model.layers]} differ from "
                              f"those found at init {shapes}: inputs must have example_inputs' per-example shape")
-        num_rows = len(model.rest) if fallback == "diagonal" else 0
+        num_fallback = len(model.rest) if fallback == "diagonal" else 0
         if statistics is not None and (not isinstance(statistics, LayerStatistics) or statistics.curvature != curvature
                                        or len(statistics.inputs) != len(model.layers)
-                                       or len(statistics.rows) != num_rows):
+                                       or len(statistics.rows) != num_fallback):
             raise ValueError(f"{name}: statistics must come from loss_grads_and_statistics with curvature="
                              f"{curvature!r} and fallback={fallback!r} for this model")
         damping_value = check_damping(damping)

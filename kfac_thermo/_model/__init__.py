@@ -22,7 +22,8 @@ Glossary (each word has one meaning in ``kfac_thermo``):
   respect to the layer output at ``t`` (:func:`output_derivatives`).
 - *Jacobian row*: ``J_i^T R_ik``, one per example ``i`` and output direction ``k`` (a row of ``W^T``, N values);
   its layer part is ``J_ik = sum_t s_ikt a_it^T``. :class:`JacobianRows` holds them in the layer structure.
-- *block* is kept for curvature blocks (``kfac_thermo._curvature``: K-FAC's Kronecker and fallback blocks).
+- *block* is kept for curvature blocks (``kfac_thermo._curvature``: K-FAC's Kronecker and fallback blocks), and
+  for sub-matrices in blocked linear algebra (a blocked Gram, block elimination).
 """
 
 from ._discovery import LayerTap as LayerTap
