@@ -147,7 +147,8 @@ def test_cg_does_not_reapply_its_last_direction_on_a_nan_curvature(problem):
 def test_float32_conditioning_warning(name):
     """float32 at damping 1e-8 (and t = 1e10 tau for TNGD: relaxed): cond(G + damping I) ~ |G| / 1e-8 ~ 1e7-1e8,
     so cond * eps32 >> 1 and the direction is untrustworthy (the issue measured 6.5x and 1.83x off): warned.
-    The same problem in float64 (cond * eps64 ~ 1e-8) and float32 at damping 0.05 (~1e-5) are not."""
+    The same problem in float64 (cond * eps64 ~ 1e-8; not checked there) and float32 at damping 0.05 (~1e-5) are
+    not."""
     settings = {"t": 1e10} if name == "tngd" else {}
 
     def first_step(damping, x64):
