@@ -17,13 +17,13 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+import kfac_thermo
 from kfac_thermo import data_mesh, replicate, shard_batch
 
-from . import rundir
+from . import hardware, rundir
 from .divergence import DivergenceMonitor
 from .task import Task
 
-HOST_FLOPS_PER_S = 1e13  # the same host throughput kfac_thermo's transforms model
 DATA_AXIS = "data"
 
 
@@ -34,12 +34,10 @@ def _state_fields(opt_state: Any, name: str) -> list:
 
 
 def modeled_step_seconds(opt_state: Any, batch_size: int, num_params: int) -> jax.Array:
-    """Modeled hardware seconds of the last step: what a second-order transform reports in its state
-    (``modeled_time_s``), else one model call (``2 b N`` flops) on the host, as for Adam and SGD."""
-    reported = _state_fields(opt_state, "modeled_time_s")
-    if reported:
-        return sum(reported)
-    return jnp.asarray(2.0 * batch_size * num_params / HOST_FLOPS_PER_S, jnp.float32)
+    """Modeled hardware seconds of the last step (:func:`experiments.hardware.step_seconds`): the work records in
+    the optimizer state (``kfac_thermo.total_work``) after the gradient's own forward and reverse pass."""
+    gradient = kfac_thermo.digital_work(forward_passes=1, reverse_passes=1, examples=batch_size, params=num_params)
+    return hardware.step_seconds(gradient.then(kfac_thermo.total_work(opt_state)))
 
 
 def counts_skips(opt_state: Any) -> bool:

@@ -15,7 +15,6 @@ import optax
 import kfac_thermo
 import thermox
 from experiments.models import count_parameters
-from experiments.trainer import HOST_FLOPS_PER_S
 
 from . import problems
 from .tables import markdown_table, ms
@@ -94,8 +93,8 @@ def section(quick: bool, repeats: int | None = None, *, sizes=None, inputs: int 
         "setting": {"model": f"MLP {inputs}-h-{outputs} (tanh), hidden width widened", "batch": batch, "dz": outputs,
                     "cg_iterations": cg_iterations, "dense_max_n": dense_max_n, "repeats": repeats,
                     "tngd": "t = 50 tau, kappa0 = 0.01, exact low-rank law, damping 0.01",
-                    "modeled": "NaturalGradientState.modeled_time_s (Adam: one model call, 2 b N flops at "
-                               f"{HOST_FLOPS_PER_S:g}/s)"},
+                    "modeled": "experiments.trainer.modeled_step_seconds: the work records and the gradient's "
+                               "passes priced by experiments.hardware"},
         "rows": rows,
     }
 
