@@ -26,6 +26,8 @@ Appendix C; ``optimistic``; ``pessimistic``). No cost constant lives anywhere el
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
 import pathlib
 import re
@@ -37,8 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import OmegaConf
 
-from kfac_thermo._work import Work
-from kfac_thermo._work import DIGITAL_KINDS
+from kfac_thermo import DIGITAL_KINDS, Work, digital_work, total_work
 from thermox.cost import AnalogPlatform, analog_cost
 
 PRESETS = pathlib.Path(__file__).resolve().parent.parent / "configs" / "hardware"
@@ -330,3 +331,76 @@ def accountings(work: Work, profile: PassProfile, hardware: Hardware, measured: 
         "modeled": step_cost(work, profile, hardware.digital, hardware.analog),
         "paper": step_cost(work, profile, measured.machine, paper, pass_seconds=measured.pass_seconds),
     }
+
+
+# ------------------------------------------------------------------------------------------------ a run's books
+
+DEFAULT_HARDWARE = "a100+paper"
+"""The hardware a run's logged ``modeled_*`` figures use; ``python -m experiments.recost`` prices it on others."""
+
+HARDWARE_FILE = "hardware.json"
+ACCOUNTS = ("modeled_time_s", "modeled_energy_j", "paper_time_s", "paper_energy_j")
+
+
+class RunAccounting:
+    """The pricing of one run's steps (module docstring): its model's :class:`PassProfile`, what it measured on its
+    machine (:class:`Measured`) and the hardware of its ``modeled`` accounting, kept in ``hardware.json`` so that
+    a resumed run prices its steps exactly as an uninterrupted one and ``experiments.recost`` can price them again.
+    """
+
+    def __init__(self, profile: PassProfile, measured: Measured, spec: str = DEFAULT_HARDWARE):
+        self.profile, self.measured, self.spec = profile, measured, spec
+        self.hardware = Hardware.build(spec)
+        self.paper = analog_platform("paper")
+
+    @classmethod
+    def open(cls, run_dir: str, predict_fn: Callable, params: Any, inputs: Any, *, metric: str,
+             writer: bool = True) -> "RunAccounting":
+        """The run's accounting from ``run_dir/hardware.json``, or measured now on the batch ``inputs`` (about a
+        second plus two compilations) and written there."""
+        path = pathlib.Path(run_dir) / HARDWARE_FILE
+        if path.exists():
+            record = json.loads(path.read_text())
+            return cls(PassProfile.from_dict(record["profile"]), Measured.from_dict(record["measured"]),
+                       record["hardware"])
+        profile = measure_passes(predict_fn, params, inputs)
+        measured = Measured(calibrate(), measure_pass_seconds(predict_fn, params, inputs))
+        accounting = cls(profile, measured)
+        if writer:
+            record = {"hardware": accounting.spec, "metric": metric, "profile": profile.as_dict(),
+                      "measured": measured.as_dict()}
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(record, indent=2))
+            temporary.replace(path)
+        return accounting
+
+    def price(self, work: Work, steps: int = 1) -> dict[str, float]:
+        """``ACCOUNTS`` of ``work`` done over ``steps`` identical steps (its mean step priced, times ``steps``)."""
+        mean = work if steps == 1 else work.scaled(1.0 / steps)
+        costs = accountings(mean, self.profile, self.hardware, self.measured, self.paper)
+        return {f"{name}_{unit}": steps * getattr(costs[name], field)
+                for name in ("modeled", "paper") for unit, field in (("time_s", "time_s"), ("energy_j", "energy_j"))}
+
+
+def gradient_work(examples: int, params: int) -> Work:
+    """The gradient's own model passes (one forward, one reverse over the batch), which every optimizer needs."""
+    return digital_work(forward_passes=1, reverse_passes=1, examples=examples, params=params)
+
+
+def step_work(opt_state: Any, examples: int, params: int) -> Work:
+    """A training step's whole work: the gradient's passes, then the optimizer's records (``kfac_thermo``'s work
+    records in its state), read to the host."""
+    return gradient_work(examples, params).then(jax.device_get(total_work(opt_state)))
+
+
+@functools.lru_cache(maxsize=None)
+def _preset_hardware(spec: str) -> Hardware:
+    return Hardware.build(spec)
+
+
+def modeled_seconds(opt_state: Any, profile: PassProfile, examples: int, params: int,
+                    spec: str = DEFAULT_HARDWARE) -> float:
+    """Modeled seconds of the last step of an optimizer state (gradient and optimizer work, the ``modeled``
+    accounting on the presets ``spec``): what the benchmarks report beside their measured step times."""
+    hardware = _preset_hardware(spec)
+    return step_cost(step_work(opt_state, examples, params), profile, hardware.digital, hardware.analog).time_s

@@ -133,7 +133,7 @@ def split_trainable(model: PyTree) -> tuple[PyTree, PyTree, Callable[[PyTree], C
 
     with ``inputs`` a dict of ``input_ids``, ``attention_mask``, ``token_type_ids`` (each ``[b, s]``),
     ``logits[:, :s]`` the start and ``logits[:, s:]`` the end logits (one flat output vector per example, the
-    ``kfac_thermo`` convention; ``kfac_thermo``'s ``"span_cross_entropy"`` is the matching loss), and ``key``
+    ``kfac_thermo`` convention; ``experiments.squad.SpanCrossEntropy`` is the matching loss), and ``key``
     the dropout key (None: deterministic). Building it from the concrete ``frozen`` is simplest, but every jit
     of a function that calls it then embeds the frozen weights as constants (about 90 MB for MiniLM, slower
     compiles); inside a jitted step that receives ``frozen`` as an argument, build it there instead.

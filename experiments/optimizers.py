@@ -11,6 +11,13 @@ from jax.sharding import Mesh
 import kfac_thermo
 import thermox
 
+# The element-wise update per float32 parameter: Adam's two moment updates (3 + 4 flops), bias corrections (2),
+# m / (sqrt(v) + eps) (3) and the learning rate (1), reading the gradient and both moments and writing the moments
+# and the update; SGD's scaling, and with momentum its trace (2 more flops, the trace read and written).
+ADAM_UPDATE_WORK = dict(flops_per_param=13.0, bytes_per_param=6 * 4)
+SGD_UPDATE_WORK = dict(flops_per_param=1.0, bytes_per_param=2 * 4)
+SGD_MOMENTUM_UPDATE_WORK = dict(flops_per_param=3.0, bytes_per_param=4 * 4)
+
 
 def build_device(cfg) -> thermox.AnalogDevice:
     """The :class:`thermox.AnalogDevice` a device config describes (its ``seed`` is the chip's identity)."""
@@ -31,9 +38,11 @@ def build_optimizer(cfg, device_cfg, *, predict_fn: Callable, loss: Any, seed: i
     name = cfg.name
     curvature = task_curvature if getattr(cfg, "curvature", "auto") == "auto" else cfg.curvature
     if name == "adam":
-        return optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+        return kfac_thermo.with_work(optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+                                     **ADAM_UPDATE_WORK)
     if name == "sgd":
-        return optax.sgd(cfg.learning_rate, momentum=cfg.momentum)
+        work = SGD_UPDATE_WORK if cfg.momentum is None else SGD_MOMENTUM_UPDATE_WORK
+        return kfac_thermo.with_work(optax.sgd(cfg.learning_rate, momentum=cfg.momentum), **work)
     common = dict(predict_fn=predict_fn, loss=loss, damping=cfg.damping)
     if name in ("ngd", "ngd_woodbury", "ngd_cg"):
         extra = {"iterations": cfg.iterations} if name == "ngd_cg" else {}

@@ -12,8 +12,6 @@ import jax.random as jr
 import numpy as np
 from tokenizers import Tokenizer
 
-import kfac_thermo
-
 from . import squad
 from .encoder import QAModel, load_pretrained
 from .lora import add_lora, split_trainable
@@ -61,7 +59,7 @@ def build_qa_task(cfg, seed: int) -> Task:
                      dropout=cfg.lora_dropout)
     params, frozen, make_predict_fn = split_trainable(model)
     predict_fn = make_predict_fn(frozen)
-    loss = kfac_thermo.Loss("span_cross_entropy")
+    loss = squad.SpanCrossEntropy()
 
     def train_loss(params, inputs, targets, key):
         return jnp.mean(jax.vmap(loss)(predict_fn(params, inputs, key=key), targets))
@@ -81,7 +79,7 @@ def build_qa_task(cfg, seed: int) -> Task:
     targets = np.stack([train_features.start_positions, train_features.end_positions], axis=1).astype(np.int32)
     trainable = sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(eqx.filter(params, eqx.is_array)))
     return Task(
-        params=params, predict_fn=predict_fn, loss="span_cross_entropy", train_loss=train_loss,
+        params=params, predict_fn=predict_fn, loss=loss, train_loss=train_loss,
         train=(train_features.inputs(), targets), evaluate=evaluate, metric="test_f1",
         batch_size=cfg.batch_size, epochs=cfg.epochs,
         description=(f"SQuAD QA: {len(train_features)} train windows from {len(train_articles)} articles, "

@@ -1,4 +1,5 @@
-"""SQuAD v1.1 extractive QA: loading, article splits, tokenisation into model inputs, span decoding, metrics.
+"""SQuAD v1.1 extractive QA: loading, article splits, tokenisation into model inputs, the span loss, span decoding,
+metrics.
 
 Pipeline: ``articles = load_squad(path)`` -> ``train, test = split_by_article(articles, ...)`` ->
 ``examples = to_examples(train)`` -> ``features = featurize(examples, tokenizer, max_length)`` ->
@@ -20,8 +21,10 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 from tokenizers import Tokenizer
+
+import kfac_thermo
 
 _PUNCTUATION = frozenset(string.punctuation)
 _CHUNK = 256
@@ -205,6 +208,33 @@ def featurize(examples: Sequence[SquadExample], tokenizer: Tokenizer, max_length
     dtypes = {"context_mask": bool, "answer_in_window": bool}
     return Features(**{name: np.asarray(rows[name], dtypes.get(name, np.int32)) for name in
                        (f.name for f in dataclasses.fields(Features))})
+
+
+class SpanCrossEntropy(kfac_thermo.Loss):
+    """The extractive-QA loss on one window: outputs ``[start logits; end logits]`` (2 s), target the integer
+    ``(start, end)`` positions; the mean of the two softmax cross-entropies.
+
+    Its output Hessian is block diagonal, half of each softmax's, so ``L = blockdiag(L_start, L_end) / sqrt(2)``
+    (rank 2 (s - 1), from :meth:`kfac_thermo.SoftmaxCrossEntropy.hessian_factor`); the predictive distribution
+    draws the start and the end independently.
+    """
+
+    def __call__(self, z: Float[Array, " two_s"], y: Int[Array, "2"]) -> Float[Array, ""]:
+        log_p = jax.nn.log_softmax(z.reshape(2, -1), axis=-1)
+        return -0.5 * (log_p[0, y[0]] + log_p[1, y[1]])
+
+    def hessian_factor(self, z, y=None):
+        start, end = z.reshape(2, -1)
+        softmax = kfac_thermo.SoftmaxCrossEntropy()
+        return jax.scipy.linalg.block_diag(softmax.hessian_factor(start), softmax.hessian_factor(end)) / jnp.sqrt(2.0)
+
+    def sample_target(self, key: PRNGKeyArray, z):
+        return jax.random.categorical(key, z.reshape(2, -1), axis=-1)
+
+    def check_targets(self, outputs, targets):
+        if not (targets.shape == (2,) and jnp.issubdtype(targets.dtype, jnp.integer) and outputs.shape[0] % 2 == 0):
+            raise self._mismatch(outputs, targets, "(2,) integer (start, end) positions for an even number of "
+                                 "outputs [start logits; end logits]")
 
 
 def best_span(start_logits: Float[Array, " s"], end_logits: Float[Array, " s"], max_answer_length: int = 30,

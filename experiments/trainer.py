@@ -17,13 +17,13 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+import kfac_thermo
 from kfac_thermo import data_mesh, replicate, shard_batch
 
-from . import rundir
+from . import hardware, rundir
 from .divergence import DivergenceMonitor
 from .task import Task
 
-HOST_FLOPS_PER_S = 1e13  # the same host throughput kfac_thermo's transforms model
 DATA_AXIS = "data"
 
 
@@ -31,15 +31,6 @@ def _state_fields(opt_state: Any, name: str) -> list:
     """Every ``name`` field of the states in ``opt_state`` (a chain holds several)."""
     return [getattr(s, name) for s in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda s: hasattr(s, name))
             if hasattr(s, name)]
-
-
-def modeled_step_seconds(opt_state: Any, batch_size: int, num_params: int) -> jax.Array:
-    """Modeled hardware seconds of the last step: what a second-order transform reports in its state
-    (``modeled_time_s``), else one model call (``2 b N`` flops) on the host, as for Adam and SGD."""
-    reported = _state_fields(opt_state, "modeled_time_s")
-    if reported:
-        return sum(reported)
-    return jnp.asarray(2.0 * batch_size * num_params / HOST_FLOPS_PER_S, jnp.float32)
 
 
 def counts_skips(opt_state: Any) -> bool:
@@ -65,13 +56,12 @@ def train_step(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Ca
     return step
 
 
-def make_step(task: Task, optimizer: optax.GradientTransformation, num_params: int):
+def make_step(task: Task, optimizer: optax.GradientTransformation):
     update = train_step(task.train_loss, optimizer)
 
     def step(params, opt_state, inputs, targets, key):
         params, opt_state, loss = update(params, opt_state, inputs, targets, key)
-        return (params, opt_state, loss, modeled_step_seconds(opt_state, targets.shape[0], num_params),
-                skipped_steps(opt_state))
+        return params, opt_state, loss, skipped_steps(opt_state)
 
     return jax.jit(step, donate_argnums=(0, 1))
 
@@ -105,7 +95,9 @@ class LoopState:
     Attributes:
         step: steps taken.
         planned_steps: steps the run is to take (``epochs`` of the task, capped by ``run.max_steps``).
-        wall_time_s, modeled_time_s: cumulative seconds, measured (compilation excluded) and modeled.
+        wall_time_s: cumulative seconds, measured (compilation excluded).
+        accounts: the cumulative ``experiments.hardware.ACCOUNTS`` (modeled and paper-accounting time and energy).
+        pending_work, pending_steps: the work (as a dict) of the steps taken since the last metrics record.
         divergence: the :class:`DivergenceMonitor`'s state.
         diverged: ``{"step", "reason", "action"}`` of the first divergence, or None.
         extended: ``{"at_step", "from", "to"}`` of every change of ``planned_steps`` on resume.
@@ -114,7 +106,9 @@ class LoopState:
     step: int = 0
     planned_steps: int = 0
     wall_time_s: float = 0.0
-    modeled_time_s: float = 0.0
+    accounts: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(hardware.ACCOUNTS, 0.0))
+    pending_work: dict | None = None
+    pending_steps: int = 0
     divergence: dict = dataclasses.field(default_factory=dict)
     diverged: dict | None = None
     extended: list = dataclasses.field(default_factory=list)
@@ -126,9 +120,12 @@ def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir
     the summary (see :func:`summarize`; process 0 only, ``{}`` elsewhere).
 
     Each batch is split over the ``"data"`` axis of ``mesh`` (default: one device); parameters and optimizer
-    state are replicated. Writes (from process 0) ``metrics.jsonl``: step, train_loss, test metrics at eval
-    steps, wall_time_s excluding compilation and modeled_time_s (both cumulative), skipped_steps (cumulative,
-    for optimizers that count them); checkpoints every ``settings.checkpoint_every`` steps and at the end. A
+    state are replicated. Writes (from process 0) ``hardware.json`` (the pricing of the run's work:
+    :class:`experiments.hardware.RunAccounting`) and ``metrics.jsonl``: step, train_loss, test metrics at eval
+    steps, ``work`` (the :class:`kfac_thermo.Work` of the ``work_steps`` steps since the previous record: the
+    gradient's passes and the optimizer's records), wall_time_s excluding compilation and the modeled and
+    paper-accounting time and energy (all cumulative), skipped_steps (cumulative, for optimizers that count
+    them); checkpoints every ``settings.checkpoint_every`` steps and at the end. A
     resumed run may have another ``max_steps`` (the summary lists the change under ``extended``). On divergence
     (:class:`DivergenceMonitor`) it stops after logging the step, without a checkpoint, or warns once.
     """
@@ -176,20 +173,26 @@ def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir
     key = jr.fold_in(jr.key(seed), 2)
     key_at = lambda step: replicate(jr.fold_in(key, step), mesh)
     params, opt_state = state["params"], state["opt_state"]
+    accounting = hardware.RunAccounting.open(run_dir, task.predict_fn, host_local(params),
+                                             host_local(batch_at(0)[0]), metric=task.metric, writer=writer)
     if loop.step < total:
-        compiled = make_step(task, optimizer, num_params).lower(params, opt_state, *batch_at(0), key_at(0)).compile()
+        compiled = make_step(task, optimizer).lower(params, opt_state, *batch_at(0), key_at(0)).compile()
+    pending = None if loop.pending_work is None else kfac_thermo.Work.from_dict(loop.pending_work)
     bar = tqdm(total=total, initial=loop.step, disable=not (settings.progress and writer), desc="train",
                unit="step")
     for step in range(loop.step, total):
         batch = batch_at(step)
         tic = time.perf_counter()
-        params, opt_state, loss, step_modeled, skipped = compiled(params, opt_state, *batch, key_at(step))
+        params, opt_state, loss, skipped = compiled(params, opt_state, *batch, key_at(step))
         loss = float(host_local(loss))
         loop.wall_time_s += time.perf_counter() - tic
-        loop.modeled_time_s += float(host_local(step_modeled))
+        work = hardware.step_work(host_local(kfac_thermo.work_records(opt_state)), task.batch_size, num_params)
+        for name, value in accounting.price(work).items():
+            loop.accounts[name] += value
+        pending = work if pending is None else pending.then(work)
+        loop.pending_steps += 1
         loop.step = done = step + 1
-        record = {"step": done, "train_loss": loss, "wall_time_s": loop.wall_time_s,
-                  "modeled_time_s": loop.modeled_time_s}
+        record = {"step": done, "train_loss": loss, "wall_time_s": loop.wall_time_s, **loop.accounts}
         if counted:
             record["skipped_steps"] = int(host_local(skipped))
         reason = monitor.observe(loss)
@@ -202,8 +205,11 @@ def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir
                               "(run.on_divergence=warn)", RuntimeWarning, stacklevel=2)
         if done % settings.eval_every == 0 or done == total or stop:
             record.update(task.evaluate(host_local(params)))
-        if writer and (done % settings.log_every == 0 or task.metric in record):
-            rundir.append_metrics(run_dir, record)
+        if done % settings.log_every == 0 or task.metric in record:
+            record.update(work=pending.as_dict(), work_steps=pending_steps)
+            pending = None if loop.pending_work is None else kfac_thermo.Work.from_dict(loop.pending_work)
+            if writer:
+                rundir.append_metrics(run_dir, record)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}",
                         **({task.metric: f"{record[task.metric]:.4f}"} if task.metric in record else {}))
@@ -211,6 +217,7 @@ def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir
             break
         if done % settings.checkpoint_every == 0 or done == total:
             loop.divergence = monitor.state()
+            loop.pending_work = None if pending is None else pending.as_dict()
             manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params,
                                                                                      "opt_state": opt_state}),
                                                        loop=ocp.args.JsonSave(dataclasses.asdict(loop))))
@@ -235,7 +242,8 @@ def summarize(task: Task, run_dir: str, loop: LoopState, counted: bool) -> dict:
         f"best_{task.metric}": max((r[task.metric] for r in evals), default=None),
         "final_train_loss": last.get("train_loss"),
         "wall_time_s": last.get("wall_time_s"),
-        "modeled_time_s": last.get("modeled_time_s"),
+        **{name: last.get(name) for name in hardware.ACCOUNTS},
+        "hardware": hardware.DEFAULT_HARDWARE,
         "diverged": loop.diverged,
         "extended": loop.extended,
     }

@@ -7,41 +7,33 @@ With ``vec`` stacking columns, ``(A (x) S) vec(G) = vec(S G A)``, so
 - exact damping: with ``A = Q_A diag(a) Q_A^T`` and ``S = Q_S diag(s) Q_S^T`` the damped block is diagonal in
   ``Q_A (x) Q_S``: the direction is ``Q_S [(Q_S^T G Q_A) / (s a^T + damping)] Q_A^T``.
 
-A solver turns the factors into its state at an inverse refresh (``refresh``) and applies it every step
-(``apply``); both report :class:`BlockWork` for the modeled hardware time. :class:`DigitalKronecker` is the
-digital reference; :class:`ThermoKronecker` sends the factored-damping systems to the simulated analog device.
+Both are :class:`kfac_thermo.AbstractDampedSolver` with ``curvature = (A, S)``: a solver turns the factors into
+``prepared`` arrays at an inverse refresh (``refresh``) and applies them to a layer's gradient matrix every step
+(``apply``); both report the :class:`kfac_thermo.Work` they did. :class:`DigitalKronecker` is the digital
+reference; :class:`ThermoKronecker` sends the factored-damping systems to the simulated analog device.
 """
 
 from __future__ import annotations
 
-import abc
 from typing import Literal, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float, PRNGKeyArray
 
 import thermox
 from thermox._eigh import eigh
 from thermox._evolve import check_time
 
+from ._kernels import kernel_work, matmul_work
+from ._solver import AbstractDampedSolver
+from ._work import Work, analog, sequential
+
 DampingMode = Literal["factored", "exact"]
 DAMPING_MODES = ("factored", "exact")
 ThermoMethod = Literal["solve", "invert"]
 THERMO_METHODS = ("solve", "invert")
-
-
-class BlockWork(NamedTuple):
-    """Cost of one refresh or one application: host flops, device transfer seconds, analog run seconds."""
-
-    host_flops: Float[Array, ""]
-    transfer_s: Float[Array, ""]
-    analog_s: Float[Array, ""]
-
-
-def block_work(host_flops=0.0, transfer_s=0.0, analog_s=0.0) -> BlockWork:
-    return BlockWork(*(jnp.asarray(v, jnp.float32) for v in (host_flops, transfer_s, analog_s)))
 
 
 def factored_damping(A: Float[Array, "i i"], S: Float[Array, "o o"], damping) -> tuple[Array, Array]:
@@ -148,34 +140,20 @@ def ou_law_operators(P: Float[Array, "n n"], t, kappa0, *, noisy: bool) -> OULaw
 
 
 def _apply_inverses(S_inv: Float[Array, "o o"], G: Float[Array, "o i"], A_inv: Float[Array, "i i"]):
-    """``S^-1 G A^-1`` and its flops ``2 n_out n_in (n_out + n_in)``."""
+    """``S^-1 G A^-1`` and its work: two products, ``2 n_out n_in (n_out + n_in)`` flops."""
     n_out, n_in = G.shape
-    return S_inv @ G @ A_inv, block_work(2.0 * n_out * n_in * (n_out + n_in))
+    work = matmul_work("precondition", n_out, n_out, n_in, G.dtype).then(
+        matmul_work("precondition", n_out, n_in, n_in, G.dtype))
+    return S_inv @ G @ A_inv, work
 
 
-class AbstractKroneckerSolver(eqx.Module):
-    """``init(n_out, n_in, dtype) -> state``; ``refresh(A, S, damping, key) -> (state, work)``;
-    ``apply(state, G, key) -> (direction, work)``; ``for_layer(index)``: the solver of layer ``index``."""
-
-    def for_layer(self, index: int) -> "AbstractKroneckerSolver":
-        return self
-
-    @abc.abstractmethod
-    def init(self, n_out: int, n_in: int, dtype) -> PyTree:
-        ...
-
-    @abc.abstractmethod
-    def refresh(self, A, S, damping, key: PRNGKeyArray) -> tuple[PyTree, BlockWork]:
-        ...
-
-    @abc.abstractmethod
-    def apply(self, state: PyTree, G: Float[Array, "o i"], key: PRNGKeyArray) -> tuple[Array, BlockWork]:
-        ...
-
-
-class DigitalKronecker(AbstractKroneckerSolver):
+class DigitalKronecker(AbstractDampedSolver):
     """Digital K-FAC: inverses of the damped factors (:func:`spd_inverse`, "factored"), or eigendecompositions
-    ("exact")."""
+    ("exact").
+
+    Work: at a refresh :func:`spd_inverse_flops` per damped factor ("inverse"), or ``9 n^3`` per factor's
+    ``eigh``; per step the products ``S_d^-1 G A_d^-1`` (two), or the four of the eigenbasis ("precondition").
+    """
 
     damping_mode: str = eqx.field(static=True, default="factored")
 
@@ -183,30 +161,39 @@ class DigitalKronecker(AbstractKroneckerSolver):
         if self.damping_mode not in DAMPING_MODES:
             raise ValueError(f"unknown damping_mode {self.damping_mode!r}; choose one of {DAMPING_MODES}")
 
-    def init(self, n_out, n_in, dtype):
+    def init(self, like):
+        (n_out, n_in), dtype = like.shape, like.dtype
+        square = lambda n: jnp.zeros((n, n), dtype)
         if self.damping_mode == "factored":
-            return jnp.zeros((n_out, n_out), dtype), jnp.zeros((n_in, n_in), dtype)
-        return jnp.zeros((n_out, n_out), dtype), jnp.zeros((n_in, n_in), dtype), jnp.zeros((n_out, n_in), dtype)
+            return (square(n_out), square(n_in)), ()
+        return (square(n_out), square(n_in), jnp.zeros((n_out, n_in), dtype)), ()
 
-    def refresh(self, A, S, damping, key):
+    def refresh(self, curvature, damping, key):
+        A, S = curvature
         if self.damping_mode == "factored":
             A_d, S_d = factored_damping(A, S, damping)
-            return (spd_inverse(S_d), spd_inverse(A_d)), block_work(spd_inverse_flops(A.shape[0])
-                                                                    + spd_inverse_flops(S.shape[0]))
+            work = sequential([kernel_work("inverse", spd_inverse_flops(n), 2 * n * n, A.dtype)
+                               for n in (S.shape[0], A.shape[0])])
+            return (spd_inverse(S_d), spd_inverse(A_d)), work
         a, Q_A = eigh(A)
         s, Q_S = eigh(S)
         scale = 1.0 / (jnp.maximum(s, 0.0)[:, None] * jnp.maximum(a, 0.0)[None, :] + damping)
-        return (Q_S, Q_A, scale.astype(A.dtype)), block_work(9.0 * (A.shape[0] ** 3 + S.shape[0] ** 3))
+        work = sequential([kernel_work("eigh", 9.0 * n**3, 2 * n * n + n, A.dtype) for n in (A.shape[0], S.shape[0])])
+        return (Q_S, Q_A, scale.astype(A.dtype)), work
 
-    def apply(self, state, G, key):
+    def apply(self, prepared, vector, state, *, step, key):
+        G = vector
         if self.damping_mode == "factored":
-            return _apply_inverses(state[0], G, state[1])
-        Q_S, Q_A, scale = state
+            direction, work = _apply_inverses(prepared[0], G, prepared[1])
+            return direction, state, work
+        Q_S, Q_A, scale = prepared
         n_out, n_in = G.shape
-        return Q_S @ ((Q_S.T @ G @ Q_A) * scale) @ Q_A.T, block_work(4.0 * n_out * n_in * (n_out + n_in))
+        products = [(n_out, n_out, n_in), (n_out, n_in, n_in), (n_out, n_out, n_in), (n_out, n_in, n_in)]
+        work = sequential([matmul_work("precondition", *shape, G.dtype) for shape in products])
+        return Q_S @ ((Q_S.T @ G @ Q_A) * scale) @ Q_A.T, state, work
 
 
-class ThermoKronecker(AbstractKroneckerSolver):
+class ThermoKronecker(AbstractDampedSolver):
     r"""The factored-damping systems solved by a simulated :class:`thermox.AnalogDevice`, one solver per layer.
 
     Each damped factor ``M`` is programmed as the drift ``P = program(M / m)`` (``m = max |M_ij|``, so the largest
@@ -225,9 +212,9 @@ class ThermoKronecker(AbstractKroneckerSolver):
       is then the digital ``S_d^-1 G A_d^-1``. The read-out inverse is symmetrised.
 
     Inputs pass the DAC and readouts the ADC (``G`` as one auto-ranged matrix). Each layer has its own solver
-    chip (:meth:`for_layer`: the device's mismatch key folded with the layer index). Modeled cost: every transfer
-    over the link (couplings at a refresh, right-hand sides, readouts), the two solves of a layer run one after
-    the other for ``t`` each (times the device's ``tau``).
+    chip (:meth:`for_layer`: the device's mismatch key folded with the layer index). Work: every value through the
+    converters (``n^2`` couplings per factor at a refresh, right-hand sides, readouts); the two solves of a layer run
+    one after the other for ``t`` tau each (the optimizer runs the layers' chips in parallel).
     """
 
     device: thermox.AnalogDevice = thermox.AnalogDevice()
@@ -235,7 +222,6 @@ class ThermoKronecker(AbstractKroneckerSolver):
     t: float | Float[Array, ""] = 1000.0
     num_samples: int | None = eqx.field(static=True, default=None)
     interval: float = 1.0
-    cost_model: thermox.cost.CostModel = thermox.cost.CostModel()
 
     def __check_init__(self):
         if self.method not in THERMO_METHODS:
@@ -249,18 +235,25 @@ class ThermoKronecker(AbstractKroneckerSolver):
             return self
         return eqx.tree_at(lambda s: s.device.key, self, jax.random.fold_in(self.device.key, index))
 
-    def init(self, n_out, n_in, dtype):
+    def init(self, like):
+        (n_out, n_in), dtype = like.shape, like.dtype
         if self.method == "invert":
-            return jnp.zeros((n_out, n_out), dtype), jnp.zeros((n_in, n_in), dtype)
+            return (jnp.zeros((n_out, n_out), dtype), jnp.zeros((n_in, n_in), dtype)), ()
         noisy = not self.device.is_noiseless
         law = lambda n: OULawOperators(jnp.eye(n, dtype=dtype), jnp.eye(n, dtype=dtype) if noisy else None)
-        return law(n_out), jnp.ones((), dtype), law(n_in), jnp.ones((), dtype)
+        return (law(n_out), jnp.ones((), dtype), law(n_in), jnp.ones((), dtype)), ()
 
-    def _work(self, n: int, columns: int, couplings: int) -> BlockWork:
-        """One solve of an n-cell drift with ``columns`` right-hand sides relaxing together for ``t``."""
-        cost = thermox.cost.solve_cost(n, self.t, num_couplings=couplings, num_rhs=columns,
-                                       reprogram=couplings > 0, model=self.cost_model, tau_s=self.device.tau)
-        return block_work(0.0, cost.program_s + cost.input_s + cost.output_s, cost.analog_s / columns)
+    def _analog(self, **counts) -> Work:
+        """Analog work on this layer's chip, with the device's converter and coupling bits."""
+        device = self.device
+        return analog(dac_bits=device.dac_bits, coupling_bits=device.coupling_bits, adc_bits=device.adc_bits,
+                      **counts)
+
+    def _work(self, n: int, columns: int, couplings: int) -> Work:
+        """One solve of an n-cell drift with ``columns`` right-hand sides relaxing together for ``t``: ``n`` values
+        in and out per column, ``couplings`` programmed first."""
+        return self._analog(dac_values=n * columns, coupling_values=couplings, adc_values=n * columns,
+                            analog_tau=self.t)
 
     def _law(self, M: Float[Array, "n n"]) -> OULawOperators:
         """Program ``M`` (already normalised) into the couplings and form the law of a run of ``t``."""
@@ -289,19 +282,17 @@ class ThermoKronecker(AbstractKroneckerSolver):
             x = x + law.noise @ jax.random.normal(key, (n, n), dtype)
         return self.device.adc(x)
 
-    def refresh(self, A, S, damping, key):
+    def refresh(self, curvature, damping, key):
+        A, S = curvature
         A_d, S_d = factored_damping(A, S, damping)
         scales = [jnp.max(jnp.abs(M)) for M in (S_d, A_d)]
         if self.method == "solve":
             state = []
             for M, m in zip((S_d, A_d), scales):
                 state += [self._law(M / m), m]
-            transfer = thermox.cost.transfer_time(A.shape[0] ** 2 + S.shape[0] ** 2,
-                                                  bits=self.cost_model.conversion_bits,
-                                                  bandwidth_bps=self.cost_model.link_bandwidth_bps)
-            return tuple(state), block_work(0.0, transfer, 0.0)
+            return tuple(state), self._analog(coupling_values=A.shape[0] ** 2 + S.shape[0] ** 2)
         inverses, works = [], []
-        for M, m, k in zip((S_d, A_d), scales, jax.random.split(key)):
+        for M, m, k in zip((S_d, A_d), scales, [None, None] if key is None else jax.random.split(key)):
             n = M.shape[0]
             if self.num_samples is None:
                 X = self._identity_readout(self._law(M / m), k)
@@ -311,24 +302,21 @@ class ThermoKronecker(AbstractKroneckerSolver):
                                        interval=self.interval)
                 works.append(self._covariance_work(n))
             inverses.append((0.5 * (X + X.T) / m).astype(M.dtype))
-        return tuple(inverses), _sequential(works)
+        return tuple(inverses), sequential(works)
 
-    def _covariance_work(self, n: int) -> BlockWork:
-        model = self.cost_model
-        transfer = thermox.cost.transfer_time(n * n + n * self.num_samples, bits=model.conversion_bits,
-                                              bandwidth_bps=model.link_bandwidth_bps)
-        return block_work(0.0, transfer, (self.t + self.num_samples * self.interval) * self.device.tau)
+    def _covariance_work(self, n: int) -> Work:
+        """``n^2`` couplings, then ``num_samples`` readouts ``interval`` tau apart after a burn-in of ``t``."""
+        return self._analog(coupling_values=n * n, adc_values=n * self.num_samples,
+                            analog_tau=self.t + self.num_samples * self.interval)
 
-    def apply(self, state, G, key):
+    def apply(self, prepared, vector, state, *, step, key):
+        G = vector
         n_out, n_in = G.shape
         if self.method == "invert":
-            return _apply_inverses(state[0], G, state[1])
-        law_S, m_S, law_A, m_A = state
-        key_S, key_A = jax.random.split(key)
+            direction, work = _apply_inverses(prepared[0], G, prepared[1])
+            return direction, state, work
+        law_S, m_S, law_A, m_A = prepared
+        key_S, key_A = (None, None) if key is None else jax.random.split(key)
         X = self._readout(law_S, G, key_S) / m_S
         Y = self._readout(law_A, X, key_A, rows=True) / m_A
-        return Y.astype(G.dtype), _sequential([self._work(n_out, n_in, 0), self._work(n_in, n_out, 0)])
-
-
-def _sequential(works: list[BlockWork]) -> BlockWork:
-    return BlockWork(*(sum(parts) for parts in zip(*works)))
+        return Y.astype(G.dtype), state, sequential([self._work(n_out, n_in, 0), self._work(n_in, n_out, 0)])

@@ -13,7 +13,7 @@ thread pool, and a deep queue of steps whose all-reduces block pool threads can 
 
 :func:`distribute` additionally spreads independent per-layer work (K-FAC's factor inversions or device
 programming: one analog solver per device, as the thermodynamic K-FAC paper proposes) over the devices of an
-axis: block ``i`` is computed on device ``i mod n`` only and broadcast to the others with a sum in which the
+axis: item ``i`` is computed on device ``i mod n`` only and broadcast to the others with a sum in which the
 other devices contribute exact zeros, so every device holds bitwise the single-device result.
 """
 
@@ -89,7 +89,7 @@ def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
 def distribute(
     fns: Sequence[Callable[[Any], PyTree]], operands: Sequence[PyTree], mesh: Mesh, axis: str
 ) -> list[PyTree]:
-    """``[fn(operand) for fn, operand in zip(fns, operands)]``, block ``i`` computed on device ``i mod n`` of
+    """``[fn(operand) for fn, operand in zip(fns, operands)]``, item ``i`` computed on device ``i mod n`` of
     ``axis`` only (``n`` its size; the other axes of ``mesh`` repeat the work) and then held by all.
 
     For use inside a jit-compiled function whose operands are replicated. Each ``fn`` must be deterministic in

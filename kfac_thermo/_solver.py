@@ -47,6 +47,12 @@ class AbstractDampedSolver(eqx.Module):
         """Whether the solves run on a simulated analog device."""
         return self.device is not None
 
+    @property
+    def needs_key(self) -> bool:
+        """Whether the solver draws random numbers (a noisy device's thermal noise): the optimizer then needs a
+        caller-given key."""
+        return self.is_thermodynamic and not self.device.is_noiseless
+
     def for_layer(self, index: int) -> "AbstractDampedSolver":
         """The solver of K-FAC layer ``index`` (each layer may have its own chip); itself by default."""
         return self

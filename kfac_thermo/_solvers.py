@@ -1,87 +1,82 @@
-r"""Solvers of the damped curvature system ``(G + damping I) d = g``: digital ones and the thermodynamic device.
+r"""Solvers of the damped curvature system ``(G + damping I) d = g`` of the natural-gradient family: digital ones
+and the thermodynamic device, all :class:`kfac_thermo.AbstractDampedSolver`.
 
-Each solver is called once per optimizer step with the batch curvature, the flat gradient, the damping and its
-own state, and returns the direction, its new state and a :class:`SolveWork` record the cost model turns into
-modeled hardware time. Swapping solvers changes nothing else in the optimizer.
+Each step the transform hands a solver the batch curvature (:class:`kfac_thermo.BatchCurvature`) and the damping
+(:meth:`refresh`: the factorisation, or the device programmed with the curvature), then the flat gradient
+(:meth:`apply`, with the solver's own state: the device's voltages, a conjugate-gradient warm start). Both report
+the :class:`kfac_thermo.Work` they did: the model passes of the curvature (one forward and m reverse passes of
+the batch for the Jacobian rows), digital flops by kind, and the device's transfers and run time. Swapping solvers
+changes nothing else in the optimizer.
 """
 
 from __future__ import annotations
-
-import abc
-from typing import NamedTuple
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float
 
 import thermox
 
+from ._common import warn_if_ill_conditioned
 from ._curvature import BatchCurvature
+from ._kernels import kernel_work
+from ._solver import AbstractDampedSolver
+from ._work import Work, analog
 
 
-class SolveWork(NamedTuple):
-    """What one solve cost: model calls and other digital flops on the host, and modeled analog seconds."""
+class _StatelessSolver(AbstractDampedSolver):
+    """A digital natural-gradient solver without state between steps: all its work is redone each step."""
 
-    model_calls: Float[Array, ""]
-    host_flops: Float[Array, ""]
-    device_s: Float[Array, ""]
-
-
-def _work(model_calls, host_flops, device_s=0.0) -> SolveWork:
-    return SolveWork(*(jnp.asarray(v, jnp.float32) for v in (model_calls, host_flops, device_s)))
+    def init(self, like):
+        return None, ()
 
 
-class AbstractCurvatureSolver(eqx.Module):
-    """Interface: ``init(flat_params) -> state``; ``__call__(curvature, g, damping, state, count, key)``."""
+class DenseSolver(_StatelessSolver):
+    """Exact NGD: form ``G + damping I`` (N x N) and solve by Cholesky. O(N^3 + r N^2), for small N only.
 
-    def init(self, flat_params: Float[Array, " N"]) -> PyTree:
-        return ()
+    Work: the Jacobian rows' passes, ``r N^2`` flops for the Gram ``W W^T`` and ``N^3 / 3`` for its Cholesky."""
 
-    @abc.abstractmethod
-    def __call__(
-        self,
-        curvature: BatchCurvature,
-        g: Float[Array, " N"],
-        damping: Float[Array, ""],
-        state: PyTree,
-        count: Array,
-        key: PRNGKeyArray,
-    ) -> tuple[Float[Array, " N"], PyTree, SolveWork]:
-        ...
-
-
-class DenseSolver(AbstractCurvatureSolver):
-    """Exact NGD: form ``G + damping I`` (N x N) and solve by Cholesky. O(N^3 + r N^2), for small N only."""
-
-    def __call__(self, curvature, g, damping, state, count, key):
+    def refresh(self, curvature: BatchCurvature, damping, key):
         W = curvature.factor()
         n, r = W.shape
         matrix = W @ W.T + damping * jnp.eye(n, dtype=W.dtype)
-        direction = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(matrix), g)
-        return direction, state, _work(r // curvature.batch_size + 1, r * n * n + n**3 / 3)
+        work = curvature.jacobian_work(r).then(kernel_work("gram", r * n * n, n * r + n * n, W.dtype)).then(
+            kernel_work("cholesky", n**3 / 3, 2 * n * n, W.dtype))
+        return jax.scipy.linalg.cho_factor(matrix), work
+
+    def apply(self, prepared, vector, state, *, step, key):
+        return jax.scipy.linalg.cho_solve(prepared, vector), state, Work.zero()
 
 
-class WoodburySolver(AbstractCurvatureSolver):
-    """NGD through the Woodbury identity: ``(W W^T + l I)^-1 g = (g - W (l I + W^T W)^-1 W^T g) / l``."""
+class WoodburySolver(_StatelessSolver):
+    """NGD through the Woodbury identity: ``(W W^T + l I)^-1 g = (g - W (l I + W^T W)^-1 W^T g) / l``.
 
-    def __call__(self, curvature, g, damping, state, count, key):
+    Work: the Jacobian rows' passes (the Gram ``W^T W`` and the products with ``W`` and ``W^T`` are contractions of
+    their per-layer parts, not model calls) and ``r^3 / 3`` flops for the Cholesky of the r x r system."""
+
+    def refresh(self, curvature: BatchCurvature, damping, key):
         gram, factor, factor_transpose = curvature.low_rank()
-        n, r = g.shape[0], gram.shape[0]
+        r = gram.shape[0]
+        warn_if_ill_conditioned(gram, damping, type(self).__name__)
         small = gram + damping * jnp.eye(r, dtype=gram.dtype)
-        coef = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(small), factor_transpose(g))
-        # Model calls: the forward and m reverse passes of the Jacobian structure (low_rank); the products with
-        # W and W^T are contractions of its per-layer rows, not model calls.
-        return (g - factor(coef)) / damping, state, _work(r // curvature.batch_size + 1, r**3 / 3)
+        work = curvature.jacobian_work(r).then(kernel_work("cholesky", r**3 / 3, 2 * r * r, gram.dtype))
+        return (jax.scipy.linalg.cho_factor(small), factor, factor_transpose, damping), work
+
+    def apply(self, prepared, vector, state, *, step, key):
+        cholesky, factor, factor_transpose, damping = prepared
+        coef = jax.scipy.linalg.cho_solve(cholesky, factor_transpose(vector))
+        return (vector - factor(coef)) / damping, state, Work.zero()
 
 
-class CGSolver(AbstractCurvatureSolver):
-    """NGD-CG: ``iterations`` conjugate-gradient steps on matrix-free GGN products, warm-started.
+class CGSolver(AbstractDampedSolver):
+    """NGD-CG: ``iterations`` conjugate-gradient steps on matrix-free GGN products, warm-started
+    (:func:`conjugate_gradient`).
 
-    Each iteration costs one Jacobian-vector and one vector-Jacobian product (2 model calls); the previous
-    step's solution starts the next solve.
+    Each iteration costs one Jacobian-vector and one vector-Jacobian product (counted as one forward and one
+    reverse pass); the previous step's solution starts the next solve.
     """
 
     iterations: int = eqx.field(static=True, default=10)
@@ -97,19 +92,51 @@ class CGSolver(AbstractCurvatureSolver):
         if self.iterations < 1:
             raise ValueError(f"CG iterations must be >= 1, got {self.iterations}")
 
-    def init(self, flat_params):
-        return jnp.zeros_like(flat_params)
+    def init(self, like):
+        return None, jnp.zeros_like(like)
 
-    def __call__(self, curvature, g, damping, state, count, key):
+    def refresh(self, curvature: BatchCurvature, damping, key):
         matvec = curvature.matvec_fn()
-        # Zero tolerances: exactly ``iterations`` steps unless the residual vanishes first.
-        solution, _ = jax.scipy.sparse.linalg.cg(
-            lambda v: matvec(v) + damping * v, g, x0=state, tol=0.0, atol=0.0, maxiter=self.iterations
-        )
-        return solution, solution, _work(2 * self.iterations, 0.0)
+        # The passes run in apply, one product per iteration; they are counted here, where the batch is known.
+        return (lambda v: matvec(v) + damping * v), curvature.passes(self.iterations, self.iterations)
+
+    def apply(self, prepared, vector, state, *, step, key):
+        solution = conjugate_gradient(prepared, vector, state, self.iterations)
+        return solution, solution, Work.zero()
 
 
-class ThermodynamicSolver(AbstractCurvatureSolver):
+def conjugate_gradient(matvec, b: Float[Array, " n"], x0: Float[Array, " n"], iterations: int) -> Float[Array, " n"]:
+    """``iterations`` conjugate-gradient steps on ``A x = b`` (``A`` SPD, given by ``matvec``) from ``x0``: Hestenes
+    and Stiefel's recurrences, as ``jax.scipy.sparse.linalg.cg`` with zero tolerances.
+
+    The iteration ends early only when the residual vanishes or a step's curvature ``p^T A p`` is not positive (in
+    floating point, once the solve has converged). A non-finite product (a NaN in the curvature batch) gives a NaN
+    solution, never ``x0`` or a partial one: the optimizer's non-finite policy then decides.
+    """
+    r = b - matvec(x0)
+    gamma = r @ r
+
+    def proceed(carry):
+        k, _, _, _, gamma, finite, positive = carry
+        return (k < iterations) & (gamma > 0) & finite & positive
+
+    def step(carry):
+        k, x, r, p, gamma, _, _ = carry
+        Ap = matvec(p)
+        curvature = p @ Ap
+        finite, positive = jnp.isfinite(curvature), curvature > 0
+        alpha = jnp.where(finite & positive, gamma / jnp.where(positive, curvature, 1.0), 0.0)
+        x, r = x + alpha * p, r - alpha * Ap
+        gamma_next = r @ r
+        p = r + (gamma_next / gamma) * p
+        return k + 1, x, r, p, gamma_next, finite & jnp.isfinite(gamma_next), positive
+
+    carry = (0, x0, r, r, gamma, jnp.isfinite(gamma), jnp.asarray(True))
+    _, x, _, _, _, finite, _ = jax.lax.while_loop(proceed, step, carry)
+    return jnp.where(finite, x, jnp.nan)
+
+
+class ThermodynamicSolver(AbstractDampedSolver):
     r"""TNGD's analog solve (the paper's Algorithm 1) on a simulated :class:`thermox.AnalogDevice`.
 
     The device holds ``G + damping I`` as its couplings (the factor ``W`` programmed, i.e. quantized and
@@ -126,7 +153,10 @@ class ThermodynamicSolver(AbstractCurvatureSolver):
         reset: start every step from the gradient instead of the previous voltages.
         method: thermox method; "auto" is the exact low-rank law (diffrax when the device saturates).
         dt, sde_solver: diffrax step (units of tau) and solver for method="diffrax".
-        cost_model: constants for modeled transfer time.
+
+    Work: programming the couplings ``r (r + 2N)`` (the three resistor arrays ``W``, ``I`` and ``W^T``, r = b m) after
+    the Jacobian rows' passes at :meth:`refresh`; at :meth:`apply` the gradient through the DAC (N values), the
+    readout through the ADC (N values) and ``t + delay`` tau of analog run time.
     """
 
     device: thermox.AnalogDevice = thermox.AnalogDevice()
@@ -137,14 +167,20 @@ class ThermodynamicSolver(AbstractCurvatureSolver):
     # Not static: optax.inject_hyperparams turns the float into an array (only method="diffrax" uses it).
     dt: float | Float[Array, ""] = 0.1
     sde_solver: diffrax.AbstractSolver | None = None
-    cost_model: thermox.cost.CostModel = thermox.cost.CostModel()
+
+    @property
+    def needs_key(self) -> bool:
+        """A noisy device draws thermal noise, and a diffrax simulation (``method="diffrax"``, or "auto" on a
+        saturating device) a Brownian path."""
+        diffrax_path = self.method == "diffrax" or (self.method == "auto" and self.device.saturation is not None)
+        return super().needs_key or diffrax_path
 
     @property
     def has_delay(self) -> bool:
         return isinstance(self.delay, jax.core.Tracer) or self.delay != 0
 
-    def init(self, flat_params):
-        return jnp.zeros_like(flat_params)
+    def init(self, like):
+        return None, jnp.zeros_like(like)
 
     def _drift(self, curvature: BatchCurvature, damping) -> thermox.LowRankDrift:
         """``G + damping I`` as the device realises it. Ideal couplings: matrix-free from the layer structure;
@@ -161,27 +197,32 @@ class ThermodynamicSolver(AbstractCurvatureSolver):
             saturation=self.device.saturation, dt=self.dt, solver=self.sde_solver,
         )
 
-    def __call__(self, curvature, g, damping, state, count, key):
-        n = g.shape[0]
+    def refresh(self, curvature: BatchCurvature, damping, key):
+        n = curvature.flat.shape[0]
         self.device.check_capacity(n)
         drift = self._drift(curvature, damping)
+        warn_if_ill_conditioned(drift.gram, damping, type(self).__name__)
         r = drift.gram.shape[0]
+        programming = analog(coupling_values=thermox.cost.low_rank_couplings(n, r),
+                             coupling_bits=self.device.coupling_bits)
+        return drift, curvature.jacobian_work(r).then(programming)
+
+    def apply(self, prepared, vector, state, *, step, key):
+        drift, g, count = prepared, vector, step
+        n = g.shape[0]
         # The device refuses non-finite inputs (thermox raises); run it on zeros instead and report a
         # non-finite direction, so the optimizer's ``nonfinite`` policy (skip or raise) decides.
         finite = jnp.all(jnp.isfinite(drift.gram)) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(state))
         drift = eqx.tree_at(lambda d: d.gram, drift, jnp.where(finite, drift.gram, 0.0))
         g, state = (jnp.where(finite, a, 0.0) for a in (g, state))
         start = jnp.where((count == 0) | self.reset, self.device.dac(g), state)
-        key_run, key_stale = jax.random.split(key)
+        key_run, key_stale = (None, None) if key is None else jax.random.split(key)
         voltages = self._run(drift, g, start, self.t, key_run)
         carried = voltages
         if self.has_delay:
             carried = self._run(drift, g, voltages, self.delay, key_stale)
-        cost = thermox.cost.solve_cost(
-            n, self.t + self.delay, num_couplings=thermox.cost.low_rank_couplings(n, r), model=self.cost_model,
-            tau_s=self.device.tau,
-        )
         readout = jnp.where(finite, self.device.adc(voltages), jnp.nan)
-        # Model calls: the forward and m reverse passes of the Jacobian structure the device is programmed with;
-        # the rest of the exact law is the device's own (analog) work.
-        return readout, carried, _work(r // curvature.batch_size + 1, 0.0, cost.time_s)
+        # The rest of the exact law is the device's own (analog) work.
+        work = analog(dac_values=n, adc_values=n, dac_bits=self.device.dac_bits, adc_bits=self.device.adc_bits,
+                      analog_tau=self.t + self.delay)
+        return readout, carried, work

@@ -55,9 +55,17 @@ def executed_imports(body: list[ast.stmt]):
 
 
 def all_imports(body: list[ast.stmt]):
-    """Every Import / ImportFrom statement of a module, deferred (inside functions) ones included."""
-    return (node for node in ast.walk(ast.Module(body=body, type_ignores=[]))
-            if isinstance(node, (ast.Import, ast.ImportFrom)))
+    """Every Import / ImportFrom statement of a module that can run, deferred (inside functions) ones included;
+    ``if TYPE_CHECKING:`` blocks never run."""
+    stack = list(body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif isinstance(node, ast.If) and is_type_checking(node.test):
+            stack.extend(node.orelse)
+        else:
+            stack.extend(ast.iter_child_nodes(node))
 
 
 def imported_names(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -> list[str]:

@@ -2,7 +2,7 @@
 
 For a layer with input rows ``a_it`` (patches for a convolution, a constant 1 appended with a bias) and output
 derivatives ``s_ikt`` over b examples, T positions and m output directions,
-``A = (1/(bT)) sum a a^T`` and ``S = (1/b) sum s s^T`` (``kfac_thermo/_kfac_layers.py``). Here the rows are built
+``A = (1/(bT)) sum a a^T`` and ``S = (1/b) sum s s^T`` (``kfac_thermo._curvature._kronecker``). Here the rows are built
 with numpy loops (patches with padding and stride) and the derivatives from the chain rule written out
 (``tanh' = 1 - tanh^2``, the softmax Hessian ``diag(p) - p p^T``), never from the library's tap machinery.
 
@@ -21,9 +21,7 @@ import pytest
 
 import kfac_thermo as kt
 from experiments.models import split_model
-from kfac_thermo._kfac_layers import KFACModel
-from kfac_thermo._kfac_stats import batch_statistics, factors
-from kfac_thermo._losses import Loss
+from kfac_thermo._curvature import KFACModel, batch_statistics, factors
 
 EPS = float(np.finfo(np.float64).eps)
 B, DZ = 5, 3
@@ -61,7 +59,7 @@ def output_directions(kind, z, y):
 
 def kfac_factors(predict, params, x, y, kind):
     model = KFACModel(predict, params, x, "diagonal")
-    stats = batch_statistics(model, params, x, y, kind, Loss("softmax_cross_entropy"), jr.key(0))
+    stats = batch_statistics(model, params, x, y, kind, kt.SoftmaxCrossEntropy(), jr.key(0))
     A, S, D = factors(model, stats)
     return model, [np.asarray(a) for a in A], [np.asarray(s) for s in S], D
 
@@ -340,14 +338,16 @@ def test_statistics_in_the_gradient_pass(x64, kind):
     key = jr.key(13)
     fn = jax.jit(kt.loss_grads_and_statistics(predict, "softmax_cross_entropy", x, curvature=kind))
     value, grads, stats = fn(params, (x, y), key)
-    loss = Loss("softmax_cross_entropy")
+    loss = kt.SoftmaxCrossEntropy()
     ref_value, ref_grads = jax.value_and_grad(lambda p: jnp.mean(jax.vmap(loss)(predict(p, x), y)))(params)
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(ref_grads))
     assert abs(float(value - ref_value)) <= 100 * EPS * abs(float(ref_value))
     for g, r in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
         np.testing.assert_allclose(g, r, rtol=0, atol=1e3 * EPS * scale)
-    assert float(stats.model_calls) == {"ggn": DZ - 1, "empirical_fisher": 0, "mc_fisher": 1,
-                                        "ggn_curvature_prop": 1}[kind]
+    # Passes beyond the gradient's own: no forward pass, the reverse passes of the extra output directions.
+    assert float(stats.work.forward_passes) == 0
+    assert float(stats.work.reverse_passes) == {"ggn": DZ - 1, "empirical_fisher": 0, "mc_fisher": 1,
+                                                "ggn_curvature_prop": 1}[kind]
     model = KFACModel(predict, params, x, "diagonal")
     ours = factors(model, stats)
     own = factors(model, batch_statistics(model, params, x, y, kind, loss, key))
@@ -360,7 +360,7 @@ def test_statistics_in_the_gradient_pass(x64, kind):
 def test_gram_matches_dense(x64, n):
     """The blocked Gram (1, 3 and 6 column blocks, uneven edges) equals ``X^T X`` within the bound for sums of
     ``r`` products of exact inputs (``c = 0``)."""
-    from kfac_thermo._kfac_stats import gram
+    from kfac_thermo._curvature import gram
 
     X = np.random.default_rng(n).normal(size=(300, n))
     ours = np.asarray(jax.jit(gram)(jnp.asarray(X)))
@@ -377,7 +377,7 @@ def test_sampled_factors_are_unbiased(x64, kind):
     rng = np.random.default_rng(1)
     x, y = jnp.asarray(rng.normal(size=(B, 4))), jnp.asarray(rng.integers(0, DZ, size=B))
     model = KFACModel(predict, params, x, "diagonal")
-    loss = Loss("softmax_cross_entropy")
+    loss = kt.SoftmaxCrossEntropy()
     exact = factors(model, batch_statistics(model, params, x, y, "ggn", loss, jr.key(0)))[1]
 
     @jax.jit

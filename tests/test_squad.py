@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import kfac_thermo
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
 from experiments import squad
@@ -108,10 +107,10 @@ def test_evaluate_scores_missing_predictions_zero():
 
 
 def test_span_cross_entropy():
-    """The QA loss the runner trains with is kfac_thermo's named span loss on the flat [start; end] logits."""
+    """The QA loss the runner trains with: the span loss on the flat [start; end] logits."""
     logits = jnp.asarray([0.0, 1.0, 2.0, 0.5, -1.0, 3.0])  # s = 3: start [0, 1, 2], end [0.5, -1, 3]
     want = -0.5 * (jax.nn.log_softmax(logits[:3])[1] + jax.nn.log_softmax(logits[3:])[2])
-    loss = kfac_thermo.Loss("span_cross_entropy")
+    loss = squad.SpanCrossEntropy()
     assert float(loss(logits, jnp.asarray([1, 2]))) == pytest.approx(float(want))
 
 

@@ -1,4 +1,4 @@
-"""thermox.cost: the modeled time and energy of a solve equal the hand-computed formulas.
+"""thermox.cost: the modeled time and energy of a solve on an AnalogPlatform equal the hand-computed formulas.
 
 Constants (REFERENCE.md section 2): R = 1 kOhm, C = 1 nF (tau = RC = 1 us), 16-bit conversion, 50 Gb/s link.
 Formulas: transfer time = values * bits / bandwidth; analog time = t * tau per right-hand side; energy =
@@ -17,15 +17,17 @@ RTOL = 1e-12
 
 
 def test_defaults(x64):
-    m = cost.CostModel()
+    m = cost.AnalogPlatform()
     assert m.resistance_ohm == 1e3 and m.capacitance_f == 1e-9
     assert m.conversion_bits == 16 and m.link_bandwidth_bps == 50e9
-    assert np.isclose(m.tau_s, 1e-6, rtol=RTOL)
+    assert np.isclose(m.tau_s, 1e-6, rtol=RTOL) and m.links == 1 and not m.on_chip_couplings
 
 
 def test_transfer_time(x64):
-    assert np.isclose(float(cost.transfer_time(1000)), 1000 * 16 / 50e9, rtol=RTOL)
-    assert np.isclose(float(cost.transfer_time(7, bits=8, bandwidth_bps=1e6)), 7 * 8 / 1e6, rtol=RTOL)
+    paper = cost.AnalogPlatform()
+    assert np.isclose(float(cost.transfer_time(1000, bits=0, platform=paper)), 1000 * 16 / 50e9, rtol=RTOL)
+    slow = cost.AnalogPlatform(link_bandwidth_bps=1e6, links=2)
+    assert np.isclose(float(cost.transfer_time(7, bits=8, platform=slow)), 7 * 8 / 2e6, rtol=RTOL)
 
 
 @pytest.mark.parametrize("n, t, num_rhs, num_readouts", [(10, 5.0, 1, 1), (64, 50.0, 3, 4), (1, 0.0, 1, 1)])
@@ -62,30 +64,31 @@ def test_no_reprogram_and_low_rank_couplings(x64):
 
 
 def test_custom_model_and_traced_time(x64):
-    model = cost.CostModel(resistance_ohm=2e3, capacitance_f=5e-10, conversion_bits=8, link_bandwidth_bps=1e9)
-    f = jax.jit(lambda t: cost.solve_cost(20, t, model=model).time_s)
+    platform = cost.AnalogPlatform(resistance_ohm=2e3, capacitance_f=5e-10, conversion_bits=8, link_bandwidth_bps=1e9)
+    f = jax.jit(lambda t: cost.solve_cost(20, t, platform=platform).time_s)
     expected = lambda t: (400 + 20 + 20) * 8 / 1e9 + t * 2e3 * 5e-10
     for t in (1.0, 30.0):
         assert np.isclose(float(f(jnp.asarray(t))), expected(t), rtol=RTOL)
 
 
-def test_device_time_constant(x64):
-    """tau_s overrides R C: the analog time of a device with its own tau (e.g. AnalogDevice.tau)."""
-    import thermox
-
-    device = thermox.AnalogDevice(tau=2.5e-6)
-    c = cost.solve_cost(16, 8.0, num_rhs=2, tau_s=device.tau)
+def test_time_constant_and_converter_bits(x64):
+    """A platform built from its tau; converter bits set per solve replace the platform's conversion bits."""
+    platform = cost.AnalogPlatform.with_tau(2.5e-6)
+    assert np.isclose(platform.tau_s, 2.5e-6, rtol=RTOL) and platform.resistance_ohm == 1e3
+    c = cost.solve_cost(16, 8.0, num_rhs=2, bits=8, platform=platform)
     assert np.isclose(float(c.analog_s), 8.0 * 2.5e-6 * 2, rtol=RTOL)
-    assert np.isclose(float(c.time_s), float(c.program_s + c.input_s + c.output_s) + 8.0 * 2.5e-6 * 2, rtol=RTOL)
+    assert np.isclose(float(c.program_s), 256 * 8 / 50e9, rtol=RTOL)
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"resistance_ohm": 0.0}, "resistance_ohm must be > 0"),
-    ({"capacitance_f": -1e-9}, "capacitance_f must be > 0"),
-    ({"link_bandwidth_bps": 0.0}, "link_bandwidth_bps must be > 0"),
+    ({"resistance_ohm": 0.0}, "resistance_ohm must be finite and > 0"),
+    ({"capacitance_f": -1e-9}, "capacitance_f must be finite and > 0"),
+    ({"link_bandwidth_bps": 0.0}, "link_bandwidth_bps must be finite and > 0"),
+    ({"link_bandwidth_bps": float("inf")}, "link_bandwidth_bps must be finite and > 0"),
     ({"conversion_bits": 0}, "conversion_bits must be an integer >= 1"),
-    ({"link_energy_per_bit_j": -1.0}, "link_energy_per_bit_j must be >= 0"),
+    ({"links": 0}, "links must be an integer >= 1"),
+    ({"link_energy_per_bit_j": -1.0}, "link_energy_per_bit_j must be finite and >= 0"),
 ])
-def test_bad_cost_model(kwargs, match):
+def test_bad_platform(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        cost.CostModel(**kwargs)
+        cost.AnalogPlatform(**kwargs)

@@ -178,18 +178,3 @@ def solve_cost(
         dac_bits=bits or 0, coupling_bits=bits or 0, adc_bits=bits or 0, platform=platform,
     )
 
-
-# TEMPORARY (removed when the layout branch lands): the old names the unmerged solvers still use.
-CostModel = AnalogPlatform
-_new_solve_cost, _new_transfer_time = solve_cost, transfer_time
-
-
-def solve_cost(n, t, *, model=None, tau_s=None, **kwargs):  # noqa: F811
-    platform = model or AnalogPlatform()
-    if tau_s is not None and not hasattr(tau_s, "shape"):
-        platform = AnalogPlatform.with_tau(float(tau_s))
-    return _new_solve_cost(n, t, platform=platform, **kwargs)
-
-
-def transfer_time(num_values, *, bits=16, bandwidth_bps=50e9, platform=None):  # noqa: F811
-    return _new_transfer_time(num_values, bits=bits, platform=platform or AnalogPlatform(link_bandwidth_bps=bandwidth_bps))

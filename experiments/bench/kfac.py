@@ -13,8 +13,7 @@ programming) are refreshed every 10 steps, so a step's time is the mean over who
   a shared machine); each step is timed on its own and waited for (``block_until_ready``: no queue of
   asynchronous steps), so the table also splits the CPU time into the refresh step (statistics and inverses; the
   first of each period) and the median of the other nine (gradient, preconditioning and bookkeeping only).
-  "modeled s" is the transform's modeled hardware time per step (``KFACState.modeled_time_s``) averaged over a
-  period. Parameters and state are donated, as a performance-minded train loop does (XLA then updates them in
+  "modeled s" is the modeled hardware time per step (the state's work records priced by ``experiments.hardware``) averaged over a period. Parameters and state are donated, as a performance-minded train loop does (XLA then updates them in
   place; without it, K-FAC's factors and inverses are copied into the refresh conditionals every step).
 
 Compilation is excluded (one warm-up period). float32, as a user would train. OPENBLAS_NUM_THREADS=1
@@ -37,6 +36,7 @@ import optax
 
 import kfac_thermo
 import thermox
+from experiments import hardware
 from experiments.models import count_parameters
 
 from . import problems
@@ -100,6 +100,7 @@ def section(quick: bool, rounds: int | None = None, *, hidden: int | None = None
     hidden = hidden or problems.KFAC_HIDDEN
     batch = batch or problems.KFAC_BATCH
     params, predict_fn, inputs, labels = problems.kfac_mlp(hidden, batch)
+    pass_profile = hardware.measure_passes(predict_fn, params, inputs)
     available = optimizers(predict_fn, inputs, True)
     wanted = ("adam", "thermo_kfac") if quick else tuple(WANTED)
     names = {ours: kfac_name(available, ours) for ours in wanted}
@@ -114,8 +115,10 @@ def section(quick: bool, rounds: int | None = None, *, hidden: int | None = None
         state = problems.optimizer_state(timer.state, kfac_thermo.KFACState)
         results[name] = {
             "optimizer": names[name], "step_s": stats[name]["median_s"], "step_min_s": stats[name]["min_s"],
-            "stats": stats[name], "model_calls_last_step": None if state is None else float(state.model_calls),
-            "modeled_time_s_last_step": None if state is None else float(state.modeled_time_s),
+            "stats": stats[name],
+            "model_calls_last_step": None if state is None else problems.model_calls(timer.state),
+            "modeled_time_s_last_step": None if state is None else problems.modeled_time_s(
+                timer.state, pass_profile, count_parameters(params)),
             "peak_bytes": (stats[name]["memory"] or {}).get("peak_bytes"),
         }
     adam = results["adam"]
@@ -154,6 +157,7 @@ def profile(quick: bool, rounds: int | None = None, *, hidden: int | None = None
     rounds = rounds or (2 if quick else 5)
     hidden, batch = hidden or problems.KFAC_HIDDEN, batch or problems.KFAC_BATCH
     params, predict_fn, inputs, labels = problems.kfac_mlp(hidden, batch)
+    pass_profile = hardware.measure_passes(predict_fn, params, inputs)
     print(f"MLP {problems.KFAC_INPUTS}-{hidden}-{hidden}-{problems.KFAC_CLASSES}: {count_parameters(params):,} "
           f"parameters, batch {batch}, refresh every {PERIOD} steps, {jax.device_count()} {jax.default_backend()} "
           "device(s)")
@@ -181,9 +185,8 @@ def profile(quick: bool, rounds: int | None = None, *, hidden: int | None = None
                 jax.block_until_ready((p, loss))
                 walls.append(time.perf_counter() - start)
                 cpus.append(time.process_time() - cpu)
-                found = problems.optimizer_state(state, kfac_thermo.KFACState)
-                if found is not None:
-                    modeled.append(jnp.copy(found.modeled_time_s))  # the state is donated next
+                if problems.optimizer_state(state, kfac_thermo.KFACState) is not None:  # read now: donated next
+                    modeled.append(problems.modeled_time_s(state, pass_profile, count_parameters(p)))
             run["times"].append(sum(walls) / PERIOD)
             run["cpu"].append(sum(cpus) / PERIOD)
             run["refresh_cpu"].append(cpus[0])

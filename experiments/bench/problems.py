@@ -14,7 +14,8 @@ import optax
 
 from experiments.models import SmallCNN, split_model
 from experiments.tasks import classification_loss
-from experiments.trainer import modeled_step_seconds, train_step
+from experiments import hardware
+from experiments.trainer import train_step
 
 # The K-FAC benchmark MLP (kfac, sharding): 784 -> 1024 -> 1024 -> 10, ReLU, batch 512.
 KFAC_INPUTS, KFAC_HIDDEN, KFAC_CLASSES, KFAC_BATCH = 784, 1024, 10, 512
@@ -76,14 +77,16 @@ def optimizer_state(state: Any, kind: type) -> Any | None:
 
 
 def model_calls(state: Any) -> float:
-    """Model calls of the last step: the natural-gradient transform's count, 1 for a first-order optimizer."""
+    """Model passes of the last step (the state's work records), the gradient's counted as one call (1 for a
+    first-order optimizer)."""
     import kfac_thermo
 
-    found = optimizer_state(state, kfac_thermo.NaturalGradientState)
-    return 1.0 if found is None else float(found.model_calls)
+    work = kfac_thermo.total_work(state)
+    return 1.0 + float(work.forward_passes + work.reverse_passes)
 
 
-def modeled_time_s(state: Any, batch: int, num_params: int) -> float:
-    """Modeled hardware seconds of the last step, as the trainer reports them (the transform's own figure, else
-    one model call on the host)."""
-    return float(modeled_step_seconds(state, batch, num_params))
+def modeled_time_s(state: Any, profile: hardware.PassProfile, num_params: int) -> float:
+    """Modeled hardware seconds of the last step, as the trainer reports them (its work records and the
+    gradient's passes on ``experiments.hardware.DEFAULT_HARDWARE``); ``profile`` is the problem's
+    :func:`experiments.hardware.measure_passes`."""
+    return hardware.modeled_seconds(state, profile, profile.examples, num_params)

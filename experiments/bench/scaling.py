@@ -14,8 +14,8 @@ import optax
 
 import kfac_thermo
 import thermox
+from experiments import hardware
 from experiments.models import count_parameters
-from experiments.trainer import HOST_FLOPS_PER_S
 
 from . import problems
 from .tables import markdown_table, ms
@@ -80,11 +80,12 @@ def section(quick: bool, repeats: int | None = None, *, sizes=None, inputs: int 
                   for name, opt in chosen.items()}
         stats = time_steps(timers, repeats, on_compiled=lambda n, t, N=n_params: print(
             f"  scaling N = {N:,}: compiled {n} ({t.compile_s:.1f} s, first step {t.first_call_s:.2f} s)", flush=True))
+        profile = hardware.measure_passes(predict_fn, params, x)
         row = {"n_target": target, "n_params": n_params, "hidden": hidden, "skipped": skipped, "optimizers": {}}
         for name, timer in timers.items():
             row["optimizers"][name] = {
                 "wall_s": stats[name], "model_calls": problems.model_calls(timer.state),
-                "modeled_time_s": problems.modeled_time_s(timer.state, batch, n_params),
+                "modeled_time_s": problems.modeled_time_s(timer.state, profile, n_params),
                 "peak_bytes": (stats[name]["memory"] or {}).get("peak_bytes"),
             }
         rows.append(row)
@@ -94,8 +95,8 @@ def section(quick: bool, repeats: int | None = None, *, sizes=None, inputs: int 
         "setting": {"model": f"MLP {inputs}-h-{outputs} (tanh), hidden width widened", "batch": batch, "dz": outputs,
                     "cg_iterations": cg_iterations, "dense_max_n": dense_max_n, "repeats": repeats,
                     "tngd": "t = 50 tau, kappa0 = 0.01, exact low-rank law, damping 0.01",
-                    "modeled": "NaturalGradientState.modeled_time_s (Adam: one model call, 2 b N flops at "
-                               f"{HOST_FLOPS_PER_S:g}/s)"},
+                    "modeled": "the work records and the gradient's passes priced by experiments.hardware on "
+                               f"{hardware.DEFAULT_HARDWARE}"},
         "rows": rows,
     }
 

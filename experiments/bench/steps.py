@@ -22,6 +22,7 @@ import optax
 
 import kfac_thermo
 import thermox
+from experiments import hardware
 from experiments.models import count_parameters
 
 from . import problems
@@ -80,13 +81,14 @@ def bench(names=ALL, repeats: int = 10, *, image: int = IMAGE, batch: int = BATC
 
     stats = time_steps(timers, repeats, on_compiled=progress)
     num_params = count_parameters(params)
+    profile = hardware.measure_passes(predict_fn, params, inputs)
     results = {}
     for name, timer in timers.items():
         memory = stats[name]["memory"]
         results[name] = {
             "step_s": stats[name]["median_s"], "step_min_s": stats[name]["min_s"], "stats": stats[name],
             "model_calls": problems.model_calls(timer.state),
-            "modeled_time_s": problems.modeled_time_s(timer.state, batch, num_params),
+            "modeled_time_s": problems.modeled_time_s(timer.state, profile, num_params),
             "peak_bytes": None if memory is None else memory["peak_bytes"],
         }
     adam = results["adam"]

@@ -2,7 +2,7 @@ r"""K-FAC's statistics: layer inputs and output derivatives of a batch, and the 
 
 The model runs once, with zero probes added to every factored layer's output (:class:`TappedModel`); the
 probes' cotangents are the output derivatives. For output cotangents ``R[:, :, k]`` (b x dz each) one reverse
-pass gives ``s_ik`` for all examples; the curvature kinds differ only in ``R`` (see ``_curvature.py``):
+pass gives ``s_ik`` for all examples; the curvature kinds differ only in ``R`` (see ``_directions.py``):
 
 - ``"ggn"``: the columns of ``L_i`` with ``L_i L_i^T`` the loss Hessian in the outputs (m = dz, or dz - 1 for
   softmax cross-entropy), so ``sum_k s_ik s_ik^T`` is the GGN's output-side factor;
@@ -12,7 +12,7 @@ pass gives ``s_ik`` for all examples; the curvature kinds differ only in ``R`` (
   computes, so :func:`loss_grads_and_statistics` gets them at no extra model call.
 
 Fallback ("diagonal") parameters are given per-example copies, so the same reverse passes return their
-per-example rows ``J_i^T R_ik``; the diagonal curvature is ``(1/b) sum_{i,k} rows^2``.
+per-example Jacobian rows ``J_i^T R_ik``; the diagonal curvature is ``(1/b) sum_{i,k} rows^2``.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from ._curvature import CurvatureKind, check_curvature, output_directions
-from ._kfac_layers import Fallback, KFACModel
-from ._tap import delta_rows, input_rows
-from ._losses import Loss, LossSpec
+from .._losses import Loss, LossSpec, as_loss
+from .._model import layer_inputs, output_derivatives
+from .._work import Work, digital
+from ._directions import CurvatureKind, check_curvature, output_directions
+from ._kronecker import Fallback, KFACModel
 
 
 class LayerStatistics(eqx.Module):
@@ -36,15 +37,15 @@ class LayerStatistics(eqx.Module):
     Attributes:
         inputs: per factored layer, its input operand for every example, (b, ...).
         deltas: per factored layer, output derivatives (m, b, ...), one slice per output direction.
-        rows: per fallback leaf (diagonal fallback only), per-example curvature rows (m, b, *leaf shape).
-        model_calls: model calls spent beyond the gradient's forward and reverse pass.
+        rows: per fallback leaf (diagonal fallback only), its per-example Jacobian rows (m, b, *leaf shape).
+        work: the model passes spent beyond the gradient's forward and reverse pass (:class:`kfac_thermo.Work`).
         curvature: the curvature kind the deltas estimate.
     """
 
     inputs: tuple[Array, ...]
     deltas: tuple[Array, ...]
     rows: tuple[Array, ...]
-    model_calls: Float[Array, ""]
+    work: Work
     curvature: str = eqx.field(static=True)
 
 
@@ -55,21 +56,26 @@ def _forward(model: KFACModel, leaves: list[Array], inputs: PyTree):
     return (*model.tapped.batched(leaves, inputs, per_example), per_example)
 
 
+def _passes(forward: int, reverse: int, z: Array, leaves: list[Array]) -> Work:
+    """``forward`` and ``reverse`` passes of the model over the batch of outputs ``z``."""
+    return digital(forward_passes=forward, reverse_passes=reverse, examples=z.shape[0],
+                   params=sum(leaf.size for leaf in leaves))
+
+
 def _directions(curvature: str, loss: Loss, z: Array, targets: Array, key) -> Float[Array, "m b dz"]:
-    """The output cotangents ``R`` of each curvature kind (``_curvature.output_directions``), direction axis
-    first."""
+    """The output cotangents ``R`` of each curvature kind (:func:`output_directions`), direction axis first."""
     return jnp.moveaxis(output_directions(curvature, loss, z, targets, key), 2, 0)
 
 
 def batch_statistics(model: KFACModel, params: PyTree, inputs: PyTree, targets: Array, curvature: CurvatureKind,
                      loss: Loss, key: PRNGKeyArray) -> LayerStatistics:
     """The statistics of one batch: one forward pass and m reverse passes (probe and fallback cotangents only)."""
-    f, shared, own, probes, _ = _forward(model, jax.tree_util.tree_leaves(params), inputs)
+    leaves = jax.tree_util.tree_leaves(params)
+    f, shared, own, probes, _ = _forward(model, leaves, inputs)
     z, vjp_fn, acts = jax.vjp(lambda own, probes: f(shared, own, probes), own, probes, has_aux=True)
     R = _directions(curvature, loss, z, targets, key)
     rows, deltas = jax.vmap(vjp_fn)(R)
-    return LayerStatistics(tuple(acts), tuple(deltas), tuple(rows), jnp.asarray(1.0 + R.shape[0], jnp.float32),
-                           curvature)
+    return LayerStatistics(tuple(acts), tuple(deltas), tuple(rows), _passes(1, R.shape[0], z, leaves), curvature)
 
 
 def loss_grads_and_statistics(
@@ -92,12 +98,13 @@ def loss_grads_and_statistics(
 
     Args:
         predict_fn: ``predict_fn(params, inputs) -> outputs`` over a batch.
-        loss: "softmax_cross_entropy", "mse" or a per-example callable ``(outputs, targets) -> scalar``.
+        loss: a :class:`kfac_thermo.Loss`, "softmax_cross_entropy", "mse" or a per-example callable
+            ``(outputs, targets) -> scalar``.
         example_inputs: a batch of inputs (or shape structs) fixing the per-example input shape.
         curvature: "ggn", "empirical_fisher", "mc_fisher" or "ggn_curvature_prop".
         fallback: "diagonal" or "identity", as given to the optimizer.
     """
-    loss_fn = Loss(loss)
+    loss_fn = as_loss(loss)
     check_curvature(curvature, key_now=False)
 
     def value_grads_statistics(params, batch, key=None):
@@ -118,12 +125,12 @@ def loss_grads_and_statistics(
         for i, g in zip(per_example, g_own):
             grads[i] = jnp.sum(g, axis=0)
         if curvature == "empirical_fisher":
-            rows, deltas, extra = [b * g[None] for g in g_own], [b * g[None] for g in g_probes], 0.0
+            rows, deltas, extra = [b * g[None] for g in g_own], [b * g[None] for g in g_probes], 0
         else:
             R = _directions(curvature, loss_fn, z, targets, key)
             _, rows, deltas = jax.vmap(vjp_fn)(R)
             extra = R.shape[0]
-        statistics = LayerStatistics(tuple(acts), tuple(deltas), tuple(rows), jnp.asarray(extra, jnp.float32),
+        statistics = LayerStatistics(tuple(acts), tuple(deltas), tuple(rows), _passes(0, extra, z, leaves),
                                      curvature)
         return value, jax.tree_util.tree_unflatten(treedef, grads), statistics
 
@@ -147,21 +154,22 @@ def gram(X: Float[Array, "r n"]) -> Float[Array, "n n"]:
     return jnp.block([[lower[i, j] if j <= i else lower[j, i].T for j in range(k)] for i in range(k)])
 
 
-def _rows(x: Float[Array, "... n T"]) -> Float[Array, "r n"]:
-    """The columns ``x[..., :, t]`` as rows (a reshape when T = 1)."""
+def _samples(x: Float[Array, "... n T"]) -> Float[Array, "r n"]:
+    """The vectors ``x[..., :, t]`` stacked as the rows of a matrix (a reshape when T = 1)."""
     return jnp.swapaxes(x, -1, -2).reshape(-1, x.shape[-2])
 
 
 def factors(model: KFACModel, statistics: LayerStatistics) -> tuple[list, list, list]:
     """``(A, S, D)``: per layer the input and output factors, per fallback leaf its diagonal curvature (empty for
-    the identity fallback). Definitions in ``_kfac_layers.py``; rows from ``_tap.input_rows`` / ``delta_rows``."""
+    the identity fallback). Definitions in ``_kronecker.py``; ``a`` and ``s`` from :func:`layer_inputs` and
+    :func:`output_derivatives`."""
     A, S = [], []
     for layer, act, delta in zip(model.layers, statistics.inputs, statistics.deltas):
-        a = input_rows(layer, act, model.shapes[layer.weight])  # (b, n_in, T)
-        s = delta_rows(layer, delta)  # (m, b, n_out, T)
+        a = layer_inputs(layer, act, model.shapes[layer.weight])  # (b, n_in, T)
+        s = output_derivatives(layer, delta)  # (m, b, n_out, T)
         b, T = a.shape[0], a.shape[2]
-        A.append(gram(_rows(a)) / (b * T))
-        S.append(gram(_rows(s)) / b)
+        A.append(gram(_samples(a)) / (b * T))
+        S.append(gram(_samples(s)) / b)
     b = jax.tree_util.tree_leaves(statistics.inputs)[0].shape[0]
     D = [jnp.sum(r * r, axis=(0, 1)) / b for r in statistics.rows]
     return A, S, D

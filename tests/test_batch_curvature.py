@@ -23,7 +23,7 @@ def test_factor_and_matvec_match_dense(x64, loss):
     def products(v):
         out = []
         for kind in kinds:
-            curvature = kt.BatchCurvature(kind, ref.mlp_predict, kt.Loss(loss), params, x, y, jr.key(0))
+            curvature = kt.BatchCurvature(kind, ref.mlp_predict, kt.as_loss(loss), params, x, y, jr.key(0))
             W = curvature.factor()
             out.append((W @ W.T, curvature.matvec_fn()(v)))
         return out
@@ -51,7 +51,7 @@ def test_sampled_curvatures_are_unbiased_for_the_ggn(x64, loss, kind):
     @ref.quick_jit
     @jax.vmap
     def draw(key):
-        W = kt.BatchCurvature(kind, ref.mlp_predict, kt.Loss(loss), params, x, y, key).factor()
+        W = kt.BatchCurvature(kind, ref.mlp_predict, kt.as_loss(loss), params, x, y, key).factor()
         return W @ W.T
 
     samples = np.asarray(draw(jr.split(jr.key(1), M)))
@@ -67,7 +67,7 @@ def test_matrix_free_low_rank_form(x64, loss):
     ``W W^T v`` equals the dense ``G v``, the Gram's eigenvalues are G's nonzero ones, and the Gram is the one
     of its own factor (``W^T W c``). The sampled kinds are checked at the output cotangents their key draws
     (``output_directions``), against dense Jacobians. (An equinox model goes through the same path in
-    test_kfac_exact.py.)"""
+    test_ngd_exact.py.)"""
     predict = ref.mlp_predict
     params, x, y = ref.problem(loss)
     kinds = ("ggn", "empirical_fisher", "mc_fisher", "ggn_curvature_prop")
@@ -78,7 +78,7 @@ def test_matrix_free_low_rank_form(x64, loss):
     def forms(v):
         out = []
         for kind in kinds:
-            curvature = kt.BatchCurvature(kind, predict, kt.Loss(loss), params, x, y, jr.key(5))
+            curvature = kt.BatchCurvature(kind, predict, kt.as_loss(loss), params, x, y, jr.key(5))
             gram, factor, factor_transpose = curvature.low_rank()
             c = jnp.ones(gram.shape[0])
             out.append(dict(gram=gram, GGv=factor(factor_transpose(v)), WtWc=factor_transpose(factor(c)),
@@ -88,7 +88,7 @@ def test_matrix_free_low_rank_form(x64, loss):
     for kind, f in zip(kinds, forms(v)):
         f = {k: np.asarray(a) for k, a in f.items()}
         if kind in ("mc_fisher", "ggn_curvature_prop"):
-            R = output_directions(kind, kt.Loss(loss), predict(params, x), y, jr.key(5))
+            R = output_directions(kind, kt.as_loss(loss), predict(params, x), y, jr.key(5))
             dense = ref.jacobian_outer(predict, params, x, R)
         else:
             dense = (ref.ggn if kind == "ggn" else ref.empirical_fisher)(loss, predict, params, x, y)

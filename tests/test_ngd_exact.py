@@ -62,7 +62,7 @@ def test_first_update_is_damped_ggn_solve(x64, name, loss):
     assert jax.tree_util.tree_structure(updates) == jax.tree_util.tree_structure(params)
 
 
-@pytest.mark.parametrize("name", ["tngd"])  # ngd's explicit factor: test_kfac_curvature.py
+@pytest.mark.parametrize("name", ["tngd"])  # ngd's explicit factor: test_batch_curvature.py
 def test_first_update_with_empirical_fisher(x64, name):
     loss = "softmax_cross_entropy"
     params, x, y = ref.problem(loss)

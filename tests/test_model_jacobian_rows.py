@@ -1,4 +1,4 @@
-"""The output Jacobian in the layer structure (``kfac_thermo._tap.JacobianRows``) against explicit Jacobians.
+"""The output Jacobian in the layer structure (``kfac_thermo._model.JacobianRows``) against explicit Jacobians.
 
 For output directions ``R_ik`` (m per example, random here), ``W`` has the columns ``J_i^T R_ik`` with ``J_i`` the
 Jacobian of example i's outputs in the flat parameters, taken by ``jax.jacrev`` of the model itself (float64):
@@ -20,7 +20,7 @@ from jax.flatten_util import ravel_pytree
 import kfac_thermo as kt
 import kfac_reference as ref
 from experiments.models import SmallCNN, split_model
-from kfac_thermo._tap import TappedModel, explicit_is_cheaper, explicit_jacobian, pairs_gram
+from kfac_thermo._model import TappedModel, explicit_is_cheaper, explicit_jacobian, pairs_gram
 
 B, M = 4, 3
 

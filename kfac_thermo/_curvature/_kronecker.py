@@ -1,8 +1,8 @@
-r"""K-FAC's view of a model: one Kronecker block per layer found in its jaxpr, a fallback block for the rest.
+r"""K-FAC's view of a model: one Kronecker block per layer found in its jaxpr, a fallback block for the rest leaves.
 
 A layer ``y = op(x, W) + b`` (dense product, convolution, or a :func:`register_dense` mark; see
-:class:`LayerTap`) sees its weight as a matrix ``W`` (n_out x n_in) acting on input rows ``a`` (n_in: a
-layer input, or a convolution patch) at every position (token, pixel). The bias is folded in as one more input
+:class:`LayerTap` and the glossary of ``kfac_thermo._model``) sees its weight as a matrix ``W`` (n_out x n_in)
+acting on inputs ``a`` (n_in: a layer input, or a convolution patch) at every position (token, pixel). The bias is folded in as one more input
 column fed by a constant 1 (homogeneous coordinates), so the block covers ``[W | b]`` (n_out x (n_in + 1)) and its
 curvature is approximated by ``A (x) S`` with (b examples, T positions, m output directions per example)
 
@@ -13,7 +13,7 @@ curvature is approximated by ``A (x) S`` with (b examples, T positions, m output
 summed over positions). For one position and the MSE loss of a single dense layer this is the GGN block exactly.
 
 Parameters in no such layer get a fallback block: "diagonal" (the diagonal of the curvature, from per-example
-rows) or "identity" (unit curvature: the update is ``g / (1 + damping)``, as kfac-jax's scaled identity).
+Jacobian rows) or "identity" (unit curvature: the update is ``g / (1 + damping)``, as kfac-jax's scaled identity).
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
-from ._tap import LayerTap, TappedModel
+from .._model import LayerTap, TappedModel
 
 Fallback = Literal["diagonal", "identity"]
 FALLBACKS = ("diagonal", "identity")
 
 
-class BlockRow(NamedTuple):
+class ParameterBlock(NamedTuple):
     """One parameter leaf of :func:`kfac_blocks`: its path, shape and curvature block."""
 
     path: str
@@ -40,12 +40,12 @@ class BlockRow(NamedTuple):
 
 
 class BlockTable(tuple):
-    """The rows of :func:`kfac_blocks`; ``str()`` prints them as a table."""
+    """The :class:`ParameterBlock` of every leaf (:func:`kfac_blocks`); ``str()`` prints them as a table."""
 
     def __str__(self) -> str:
-        width = max([len("parameter")] + [len(row.path) for row in self])
+        width = max([len("parameter")] + [len(entry.path) for entry in self])
         lines = [f"{'parameter':<{width}}  {'shape':<16}  block"]
-        lines += [f"{row.path:<{width}}  {str(row.shape):<16}  {row.block}" for row in self]
+        lines += [f"{entry.path:<{width}}  {str(entry.shape):<16}  {entry.block}" for entry in self]
         return "\n".join(lines)
 
 
@@ -84,31 +84,32 @@ class KFACModel:
         n_in = math.prod(shape[d] for d in layer.weight_in)
         return n_out, n_in + (layer.bias is not None)
 
-    # ---------------------------------------------------------------------------------- parameters <-> blocks
+    # ---------------------------------------------------------------------------- parameters <-> layer matrices
 
-    def matrices(self, leaves: list[Array]) -> list[Float[Array, "out in"]]:
-        """Each layer's ``[W | b]`` from the (gradient) leaves (:meth:`TappedModel.blocks`)."""
-        return self.tapped.blocks(leaves)[0]
+    def to_matrices(self, leaves: list[Array]) -> list[Float[Array, "out in"]]:
+        """Each layer's layer matrix ``[W | b]`` from the (gradient) leaves (:meth:`TappedModel.to_matrices`)."""
+        return self.tapped.to_matrices(leaves)[0]
 
-    def unmatrices(self, matrices: list[Array], leaves: list[Array]) -> list[Array]:
-        """``leaves`` with every layer's weight and bias replaced by the entries of its block matrix."""
+    def from_matrices(self, matrices: list[Array], leaves: list[Array]) -> list[Array]:
+        """``leaves`` with every layer's weight and bias replaced by the entries of its layer matrix."""
         matrices = [M.astype(leaves[layer.weight].dtype) for layer, M in zip(self.layers, matrices)]
-        return self.tapped.unblocks(matrices, [leaves[i] for i in self.rest], leaves)
+        return self.tapped.from_matrices(matrices, [leaves[i] for i in self.rest], leaves)
 
     # ---------------------------------------------------------------------------------------------- table
 
     def table(self) -> BlockTable:
-        rows = {}
+        """The curvature block of every parameter leaf."""
+        blocks = {}
         paths = self.tapped.paths
         for layer in self.layers:
             n_out, n_in = self.dims(layer)
             bias = "" if layer.bias is None else f" + bias {paths[layer.bias]}"
-            rows[layer.weight] = f"kronecker {layer.kind}: S {n_out}x{n_out} (outputs) x A {n_in}x{n_in} (inputs{bias})"
+            blocks[layer.weight] = f"kronecker {layer.kind}: S {n_out}x{n_out} (outputs) x A {n_in}x{n_in} (inputs{bias})"
             if layer.bias is not None:
-                rows[layer.bias] = f"kronecker: bias column of {paths[layer.weight]}"
+                blocks[layer.bias] = f"kronecker: bias column of {paths[layer.weight]}"
         for i in self.rest:
-            rows[i] = self.fallback
-        return BlockTable(BlockRow(path, shape, rows[i]) for i, (path, shape) in enumerate(zip(paths, self.shapes)))
+            blocks[i] = self.fallback
+        return BlockTable(ParameterBlock(path, shape, blocks[i]) for i, (path, shape) in enumerate(zip(paths, self.shapes)))
 
 
 def kfac_blocks(predict_fn: Callable, params: PyTree, example_inputs: PyTree, *,

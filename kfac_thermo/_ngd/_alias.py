@@ -6,24 +6,15 @@ from typing import Callable
 
 import diffrax
 import optax
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import PRNGKeyArray
 
 import thermox
 
-from ._curvature import CurvatureKind
-from ._losses import LossSpec
-from ._solvers import CGSolver, DenseSolver, ThermodynamicSolver, WoodburySolver
-from ._transform import NonFinitePolicy, scale_by_natural_gradient
-
-ScalarOrSchedule = float | Float[Array, ""] | optax.Schedule
-
-
-def _with_learning_rate(direction, learning_rate, momentum=None):
-    parts = [direction]
-    if momentum is not None:
-        parts.append(optax.trace(decay=momentum))
-    parts.append(optax.scale_by_learning_rate(learning_rate))
-    return optax.chain(*parts)
+from .._common import NonFinitePolicy, ScalarOrSchedule, skip_nonfinite, with_learning_rate
+from .._curvature import CurvatureKind
+from .._losses import LossSpec
+from .._solvers import CGSolver, DenseSolver, ThermodynamicSolver, WoodburySolver
+from ._transform import NaturalGradientState, scale_by_natural_gradient
 
 
 def tngd(
@@ -57,7 +48,7 @@ def tngd(
                                  sde_solver=sde_solver)
     direction = scale_by_natural_gradient(solver, predict_fn=predict_fn, loss=loss, damping=damping,
                                           curvature=curvature, key=key, nonfinite=nonfinite)
-    return _with_learning_rate(direction, learning_rate, momentum)
+    return with_learning_rate(direction, learning_rate, momentum, NaturalGradientState)
 
 
 def tngd_adam(
@@ -86,15 +77,15 @@ def tngd_adam(
                                  sde_solver=sde_solver)
     direction = scale_by_natural_gradient(solver, predict_fn=predict_fn, loss=loss, damping=damping,
                                           curvature=curvature, key=key, nonfinite=nonfinite)
-    return optax.chain(direction, optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-                       optax.scale_by_learning_rate(learning_rate))
+    return skip_nonfinite(optax.chain(direction, optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+                                      optax.scale_by_learning_rate(learning_rate)), (NaturalGradientState,))
 
 
 def _digital(solver, learning_rate, predict_fn, loss, damping, curvature, key, momentum, nonfinite):
     """A digital solver's natural-gradient direction followed by (heavy-ball momentum and) the learning rate."""
     direction = scale_by_natural_gradient(solver, predict_fn=predict_fn, loss=loss, damping=damping,
                                           curvature=curvature, key=key, nonfinite=nonfinite)
-    return _with_learning_rate(direction, learning_rate, momentum)
+    return with_learning_rate(direction, learning_rate, momentum, NaturalGradientState)
 
 
 def ngd(

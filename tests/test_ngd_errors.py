@@ -1,10 +1,12 @@
-"""Bad input fails loudly and names the culprit; non-finite gradients follow the ``nonfinite`` policy."""
+"""The natural-gradient optimizers: bad input fails loudly and names the culprit; non-finite gradients follow
+the ``nonfinite`` policy (what every optimizer shares: test_optax_contract.py)."""
+
+import warnings
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-import optax
 import pytest
 
 import kfac_thermo as kt
@@ -26,13 +28,6 @@ def problem(x64):
 
 
 # ------------------------------------------------------------------------------------ construction time
-
-
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("damping", [0.0, -1.0])
-def test_nonpositive_damping(name, damping):
-    with pytest.raises(ValueError, match="damping"):
-        make(name, damping=damping)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -66,14 +61,6 @@ def test_unknown_nonfinite_policy():
 
 
 # ----------------------------------------------------------------------------------------- update time
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_missing_batch_names_it(problem, name):
-    params, x, y, g = problem
-    tx = make(name)
-    with pytest.raises(ValueError, match="batch"):
-        tx.update(g, tx.init(params), params)
 
 
 def test_missing_params(problem):
@@ -127,30 +114,6 @@ def poisoned(g):
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-@pytest.mark.parametrize("name", ["tngd", "ngd", "ngd_cg"])  # device state, stateless, CG warm start
-def test_nonfinite_gradient_is_skipped(problem, name):
-    """Default policy: the step is a no-op (params unchanged), counted in the NaturalGradientState inside the
-    chain; the next finite step is exactly the one a fresh optimizer would take."""
-    params, x, y, g = problem
-    tx = optax.chain(optax.clip_by_global_norm(1e3), make(name, t=0.5) if "tngd" in name else make(name))
-
-    @ref.quick_jit
-    def step(grads, opt_state, params):
-        updates, opt_state = tx.update(grads, opt_state, params, batch=(x, y))
-        return optax.apply_updates(params, updates), opt_state
-
-    opt_state = tx.init(params)
-    new_params, opt_state = step(poisoned(g), opt_state, params)
-    np.testing.assert_array_equal(ref.flat(new_params), ref.flat(params))
-    state = ref.natural_gradient_state(opt_state)
-    assert int(state.skipped) == 1
-    after_skip, _ = step(g, opt_state, params)
-    fresh, _ = step(g, tx.init(params), params)
-    np.testing.assert_allclose(ref.flat(after_skip), ref.flat(fresh), rtol=0,
-                               atol=100 * ref.EPS64 * np.abs(ref.flat(fresh)).max())
-    assert np.all(np.isfinite(ref.flat(after_skip)))
-
-
 @pytest.mark.parametrize("name", ["tngd"])  # one policy check after every solver: the device path suffices
 def test_nonfinite_gradient_raises_on_request(problem, name):
     params, x, y, g = problem
@@ -159,3 +122,46 @@ def test_nonfinite_gradient_raises_on_request(problem, name):
     jax.block_until_ready(update(g, tx.init(params)))  # finite: fine
     with pytest.raises(Exception, match="non-finite"):
         jax.block_until_ready(update(poisoned(g), tx.init(params)))
+
+
+def test_cg_does_not_reapply_its_last_direction_on_a_nan_curvature(problem):
+    """ngd_cg warm-starts from its last solution: a step whose curvature batch has a NaN (the gradient finite) must
+    not return that solution again as if solved. The step is skipped (zero update, counted) and the warm start
+    kept for the next finite step, which equals the step the optimizer would have taken without the bad batch."""
+    params, x, y, g = problem
+    tx = make("ngd_cg", iterations=5)
+    step = ref.quick_jit(lambda grads, state, batch: tx.update(grads, state, params, batch=batch))
+    first, state = step(g, tx.init(params), (x, y))
+    assert np.any(ref.flat(first) != 0)
+    updates, skipped_state = step(g, state, (x.at[0, 0].set(jnp.nan), y))
+    np.testing.assert_array_equal(ref.flat(updates), np.zeros_like(ref.flat(first)))
+    assert int(ref.natural_gradient_state(skipped_state).skipped) == 1
+    np.testing.assert_array_equal(ref.natural_gradient_state(skipped_state).solver_state,
+                                  ref.natural_gradient_state(state).solver_state)
+    after, _ = step(g, skipped_state, (x, y))
+    expected, _ = step(g, state, (x, y))
+    np.testing.assert_array_equal(ref.flat(after), ref.flat(expected))
+
+
+@pytest.mark.parametrize("name", ["tngd", "ngd_woodbury"])
+def test_float32_conditioning_warning(name):
+    """float32 at damping 1e-8 (and t = 1e10 tau for TNGD: relaxed): cond(G + damping I) ~ |G| / 1e-8 ~ 1e7-1e8,
+    so cond * eps32 >> 1 and the direction is untrustworthy (the issue measured 6.5x and 1.83x off): warned.
+    The same problem in float64 (cond * eps64 ~ 1e-8; not checked there) and float32 at damping 0.05 (~1e-5) are
+    not."""
+    settings = {"t": 1e10} if name == "tngd" else {}
+
+    def first_step(damping, x64):
+        with jax.enable_x64(x64):
+            params, x, y = ref.problem(LOSS)
+            g = ref.grad(LOSS, ref.mlp_predict, params, x, y)
+            tx = make(name, damping=damping, **settings)
+            jax.block_until_ready(tx.update(g, tx.init(params), params, batch=(x, y)))
+            jax.effects_barrier()  # the warning comes from a host callback
+
+    with pytest.warns(kt.ConditioningWarning, match="condition number is about"):
+        first_step(1e-8, x64=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", kt.ConditioningWarning)
+        first_step(1e-8, x64=True)
+        first_step(0.05, x64=False)

@@ -1,66 +1,25 @@
-r"""Curvature of a batch as ``G = W W^T`` (N x N, never formed): GGN, empirical Fisher, Monte-Carlo Fisher.
+r"""The curvature of one batch as ``G = W W^T`` (N x N, never formed), for the natural-gradient family.
 
-With model outputs ``z_i = f(theta, x_i)`` (dz each), batch size b, output Jacobians ``J_i`` (dz x N) and the loss
-Hessian in the outputs ``H_i = L_i L_i^T``:
-
-- ``"ggn"``: ``G = (1/b) sum_i J_i^T H_i J_i``, ``W = [J_i^T L_i] / sqrt(b)`` (rank b dz). Exact Gauss-Newton for
-  softmax cross-entropy and MSE.
-- ``"empirical_fisher"``: ``G = (1/b) sum_i g_i g_i^T`` with per-example gradients ``g_i`` (rank b).
-- ``"mc_fisher"``: the same with ``g_i`` at a target sampled from the model's predictive distribution (rank b);
-  an unbiased estimate of the GGN for exponential-family losses at a cost of b per-example gradients.
-- ``"ggn_curvature_prop"``: curvature propagation (Martens, Sutskever & Swersky 2012; kfac-jax's default
-  estimator): ``W = [J_i^T L_i v_i] / sqrt(b)`` with independent Rademacher vectors ``v_i`` (rank b). Since
-  ``E[v v^T] = I``, ``E[G] = GGN`` for any loss with a Hessian factor, at the Fishers' cost (one reverse pass).
-
-The estimators differ only in the output cotangents ``R_i`` (dz x m) with ``W = [J_i^T R_i] / sqrt(b)``:
-:func:`output_directions`.
+With model outputs ``z_i = f(theta, x_i)`` (dz each), batch size b and output Jacobians ``J_i`` (dz x N),
+``G = (1/b) sum_i J_i^T R_i R_i^T J_i``, ``W = [J_i^T R_i] / sqrt(b)``, with the output cotangents ``R_i`` of the
+curvature kind (``_directions.py``: the GGN, the empirical and Monte-Carlo Fishers, curvature propagation).
 
 Parameters are any pytree; vectors here are its ``ravel_pytree`` flattening (length N).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from ._losses import Loss
-from ._tap import JacobianRows, TappedModel
-
-CurvatureKind = Literal["ggn", "empirical_fisher", "mc_fisher", "ggn_curvature_prop"]
-CURVATURES = ("ggn", "empirical_fisher", "mc_fisher", "ggn_curvature_prop")
-SAMPLED_CURVATURES = ("mc_fisher", "ggn_curvature_prop")
-
-
-def check_curvature(kind: str, key: PRNGKeyArray | None = None, *, key_now: bool = True) -> None:
-    """A known curvature kind and, unless ``key_now=False`` (the key comes later), the key the sampled kinds
-    draw from."""
-    if kind not in CURVATURES:
-        raise ValueError(f"unknown curvature {kind!r}; choose one of {CURVATURES}")
-    if key_now and key is None and kind in SAMPLED_CURVATURES:
-        raise ValueError(f"curvature={kind!r} samples its estimate: it needs key=")
-
-
-def output_directions(kind: CurvatureKind, loss: Loss, z: Float[Array, "b dz"], targets: Array,
-                      key: PRNGKeyArray | None) -> Float[Array, "b dz m"]:
-    """The output cotangents ``R_i`` of each curvature kind at the batch outputs ``z`` (module docstring):
-    ``L_i`` (m = the loss Hessian's rank) for the GGN, ``L_i v_i`` with Rademacher ``v_i`` for curvature
-    propagation, the loss gradient in the outputs (at the data, or at a target sampled from the model) for the
-    Fishers (m = 1)."""
-    if kind in ("ggn", "ggn_curvature_prop"):
-        L = jax.vmap(loss.hessian_factor)(z, targets)
-        if kind == "ggn":
-            return L
-        v = jr.rademacher(key, (L.shape[0], L.shape[2]), dtype=L.dtype)
-        return jnp.einsum("idk,ik->id", L, v)[:, :, None]
-    if kind == "mc_fisher":
-        keys = jr.split(key, z.shape[0])
-        targets = jax.vmap(loss.sample_target)(keys, jax.lax.stop_gradient(z))
-    return jax.vmap(jax.grad(loss))(z, targets)[:, :, None]
+from .._losses import Loss
+from .._model import JacobianRows, TappedModel
+from .._work import Work, digital
+from ._directions import CurvatureKind, check_curvature, output_directions
 
 
 class BatchCurvature:
@@ -88,6 +47,16 @@ class BatchCurvature:
         self.predict_fn = predict_fn
         self.batch_size = jax.tree_util.tree_leaves(inputs)[0].shape[0]
 
+    def passes(self, forward: int, reverse: int) -> Work:
+        """The work of ``forward`` forward and ``reverse`` reverse passes of the model over this batch."""
+        return digital(forward_passes=forward, reverse_passes=reverse, examples=self.batch_size,
+                       params=self.flat.shape[0])
+
+    def jacobian_work(self, rank: int) -> Work:
+        """The passes of :meth:`jacobian_rows` for ``rank`` Jacobian rows: one forward and ``rank / b`` (= m)
+        reverse passes."""
+        return self.passes(1, rank // self.batch_size)
+
     def outputs(self, flat: Float[Array, " N"]) -> Float[Array, "b dz"]:
         return self.predict_fn(self.unravel(flat), self.inputs)
 
@@ -95,7 +64,7 @@ class BatchCurvature:
         """``R_i`` with ``W = [J_i^T R_i] / sqrt(b)`` at the batch outputs ``z`` (:func:`output_directions`)."""
         return output_directions(self.kind, self.loss, z, self.targets, self.key)
 
-    def rows(self) -> JacobianRows:
+    def jacobian_rows(self) -> JacobianRows:
         """``W`` (columns ``J_i^T R_ik / sqrt(b)``) in the model's layer structure (:meth:`TappedModel.jacobian`):
         one forward and m reverse passes of the batch."""
         scale = 1.0 / jnp.sqrt(self.batch_size)
@@ -106,8 +75,8 @@ class BatchCurvature:
 
     def low_rank(self) -> tuple[Float[Array, "r r"], Callable, Callable]:
         """``(W^T W, c -> W c, v -> W^T v)`` without forming ``W``: contractions of the layer inputs and output
-        derivatives of :meth:`rows` (no further model calls)."""
-        rows = self.rows()
+        derivatives of :meth:`jacobian_rows` (no further model calls)."""
+        rows = self.jacobian_rows()
         return (rows.gram(), *self._products(rows))
 
     def _products(self, rows: JacobianRows) -> tuple[Callable, Callable]:
@@ -123,15 +92,15 @@ class BatchCurvature:
         return factor, factor_transpose
 
     def factor(self) -> Float[Array, "N r"]:
-        """``W`` with ``G = W W^T``, formed explicitly (N x r) from :meth:`rows`."""
-        return self.rows().matrix().T
+        """``W`` with ``G = W W^T``, formed explicitly (N x r) from :meth:`jacobian_rows`."""
+        return self.jacobian_rows().matrix().T
 
     def matvec_fn(self) -> Callable[[Float[Array, " N"]], Float[Array, " N"]]:
         """``v -> G v``: for the GGN by linearizing the model once (1 JVP + 1 VJP per product); for the rank-b
-        estimates as ``W (W^T v)`` from :meth:`rows` (one forward and one reverse pass; neither ``W`` nor its Gram
-        is formed)."""
+        estimates as ``W (W^T v)`` from :meth:`jacobian_rows` (one forward and one reverse pass; neither ``W`` nor
+        its Gram is formed)."""
         if self.kind != "ggn":
-            factor, factor_transpose = self._products(self.rows())
+            factor, factor_transpose = self._products(self.jacobian_rows())
             return lambda v: factor(factor_transpose(v))
         b = self.batch_size
         z, jvp = jax.linearize(self.outputs, self.flat)

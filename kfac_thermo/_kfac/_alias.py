@@ -10,13 +10,11 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 import thermox
 
-from ._alias import ScalarOrSchedule, _with_learning_rate
-from ._curvature import CurvatureKind
-from ._kfac_layers import Fallback
-from ._kfac_solvers import DampingMode, DigitalKronecker, ThermoKronecker, ThermoMethod
-from ._kfac_transform import scale_by_kfac
-from ._losses import LossSpec
-from ._transform import NonFinitePolicy
+from .._common import NonFinitePolicy, ScalarOrSchedule, with_learning_rate
+from .._curvature import CurvatureKind, Fallback
+from .._kfac_solvers import DampingMode, DigitalKronecker, ThermoKronecker, ThermoMethod
+from .._losses import LossSpec
+from ._transform import KFACState, scale_by_kfac
 
 
 def kfac(
@@ -53,7 +51,7 @@ def kfac(
         inverse_period=inverse_period, fallback=fallback, key=key, nonfinite=nonfinite, mesh=mesh,
         solver_axis=solver_axis,
     )
-    return _with_learning_rate(direction, learning_rate, momentum)
+    return with_learning_rate(direction, learning_rate, momentum, KFACState)
 
 
 def thermo_kfac(
@@ -77,14 +75,13 @@ def thermo_kfac(
     fallback: Fallback = "diagonal",
     momentum: float | None = None,
     nonfinite: NonFinitePolicy = "skip",
-    cost_model: thermox.cost.CostModel = thermox.cost.CostModel(),
     mesh: Mesh | None = None,
     solver_axis: str = "data",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Thermodynamic K-FAC: :func:`kfac`'s factored-damping update with the per-layer solves (``method="solve"``)
     or factor inversions (``method="invert"``) done by the simulated analog ``device``; see
     :class:`ThermoKronecker` for the protocol, ``t`` (units of tau of the drift normalised to unit largest
-    coupling), ``num_samples`` and ``interval``, and for the modeled cost.
+    coupling), ``num_samples`` and ``interval``, and for the work each step records.
 
     Only factored damping maps onto the device (two solves with the damped factors); exact damping needs the
     factors' eigendecompositions, which no solve provides, and is refused.
@@ -95,11 +92,10 @@ def thermo_kfac(
             "the damped factors A + pi sqrt(damping) I and S + sqrt(damping)/pi I; exact damping needs their "
             "eigendecompositions (use kfac(damping_mode='exact'))"
         )
-    solver = ThermoKronecker(device=device, method=method, t=t, num_samples=num_samples, interval=interval,
-                             cost_model=cost_model)
+    solver = ThermoKronecker(device=device, method=method, t=t, num_samples=num_samples, interval=interval)
     direction = scale_by_kfac(
         solver, predict_fn=predict_fn, loss=loss, damping=damping, example_inputs=example_inputs,
         curvature=curvature, ema_decay=ema_decay, curvature_period=curvature_period, inverse_period=inverse_period,
         fallback=fallback, key=key, nonfinite=nonfinite, mesh=mesh, solver_axis=solver_axis,
     )
-    return _with_learning_rate(direction, learning_rate, momentum)
+    return with_learning_rate(direction, learning_rate, momentum, KFACState)

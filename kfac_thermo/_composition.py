@@ -1,0 +1,72 @@
+"""Composing optimizers: work records across a chain (:func:`with_work` gives any optax transformation one, such as
+Adam or SGD; :func:`work_records` and :func:`total_work` collect them from a chained state, by type), and a
+transform's skipped step reaching every transformation chained with it (:func:`skip_nonfinite`)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import optax
+from jaxtyping import PyTree
+
+from . import _common
+from ._kfac import KFACState
+from ._ngd import NaturalGradientState
+from ._work import Work, digital, sequential
+
+
+class WithWorkState(NamedTuple):
+    """State of :func:`with_work`: the wrapped transformation's state and the work of its last update."""
+
+    inner: PyTree
+    work: Work
+
+
+def with_work(transformation: optax.GradientTransformation, *, flops_per_param: float,
+              bytes_per_param: float) -> optax.GradientTransformationExtraArgs:
+    """``transformation`` reporting the work of its update in its state: ``flops_per_param`` flops and
+    ``bytes_per_param`` bytes of memory traffic per parameter (kind "update"), one kernel per leaf.
+
+    For the element-wise optax baselines, whose work does not depend on the batch; e.g. Adam in float32 reads the
+    gradient and both moments and writes the moments and the update (``bytes_per_param = 6 * 4``).
+    """
+    if not flops_per_param >= 0 or not bytes_per_param >= 0:
+        raise ValueError(f"with_work: flops_per_param and bytes_per_param must be >= 0, got {flops_per_param!r} "
+                         f"and {bytes_per_param!r}")
+    inner = optax.with_extra_args_support(transformation)
+
+    def init_fn(params):
+        return WithWorkState(inner.init(params), Work.zero())
+
+    def update_fn(updates, state, params=None, **extra_args):
+        new_updates, inner_state = inner.update(updates, state.inner, params, **extra_args)
+        leaves = jax.tree_util.tree_leaves(updates)
+        size = float(sum(leaf.size for leaf in leaves))
+        work = digital(flops={"update": flops_per_param * size}, bytes={"update": bytes_per_param * size},
+                       kernels={"update": len(leaves)})
+        return new_updates, WithWorkState(inner_state, work)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _is_work(node) -> bool:
+    return isinstance(node, Work)
+
+
+def work_records(opt_state: PyTree) -> list[Work]:
+    """Every :class:`Work` record in an optimizer state (a chain, ``inject_hyperparams``, ...), in tree order."""
+    return [node for node in jax.tree_util.tree_leaves(opt_state, is_leaf=_is_work) if _is_work(node)]
+
+
+def total_work(opt_state: PyTree) -> Work:
+    """The work of the last update of a whole (chained) optimizer: its records one after the other."""
+    return sequential(work_records(opt_state))
+
+
+def skip_nonfinite(transformation: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """``transformation`` (a chain containing ``scale_by_natural_gradient`` or ``scale_by_kfac``) skipping as a
+    whole when that transform skips a step for a non-finite gradient, curvature or direction: a zero update and
+    every other state in the chain unchanged (the aliases ``tngd``, ``kfac``, ... already do this). E.g.
+    ``skip_nonfinite(optax.chain(scale_by_natural_gradient(...), optax.scale_by_adam(), optax.scale(-lr)))``."""
+    return _common.skip_nonfinite(transformation, (NaturalGradientState, KFACState))
