@@ -206,8 +206,8 @@ def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir
         if done % settings.eval_every == 0 or done == total or stop:
             record.update(task.evaluate(host_local(params)))
         if done % settings.log_every == 0 or task.metric in record:
-            record.update(work=pending.as_dict(), work_steps=pending_steps)
-            pending = None if loop.pending_work is None else kfac_thermo.Work.from_dict(loop.pending_work)
+            record.update(work=pending.as_dict(), work_steps=loop.pending_steps)
+            pending, loop.pending_steps = None, 0
             if writer:
                 rundir.append_metrics(run_dir, record)
         bar.update(1)

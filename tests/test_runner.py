@@ -74,13 +74,17 @@ def test_run_directory_holds_plots_versions_and_summary(tmp_path):
     assert summary["wall_time_s"] > 0 and summary["modeled_time_s"] > 0
 
 
+MEASURED = ("wall_time_s", "paper_time_s", "paper_energy_j")
+
+
 def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     """A run stopped after its step-4 checkpoint and started again ends exactly like an uninterrupted one."""
     common = ["optimizer=tngd", "device=paper", "run.eval_every=2", "run.checkpoint_every=4", *QUIET]
     full = run(make_config("run.max_steps=8", *common), str(tmp_path / "full"))
     run(make_config("run.max_steps=4", *common), str(tmp_path / "resumed"))
     resumed = run(make_config("run.max_steps=8", *common), str(tmp_path / "resumed"))
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rs]
+    # Measured on this machine by each run (its wall time, and the paper accounting's timed passes): not compared.
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in MEASURED} for r in rs]
     assert strip(rundir.read_metrics(str(tmp_path / "resumed"))) == strip(rundir.read_metrics(str(tmp_path / "full")))
     assert resumed["final"] == full["final"]
 
