@@ -10,7 +10,6 @@ from __future__ import annotations
 import abc
 from typing import NamedTuple
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -117,15 +116,16 @@ class ThermodynamicSolver(AbstractCurvatureSolver):
     node voltages (from the gradient on the first step, or every step with ``reset=True``). With ``delay > 0`` it
     then keeps running ``delay`` tau on these (by then stale) inputs, as it does while the host computes the next
     step's curvature and gradient; the next step starts from there. The readout, taken after ``t``, goes through
-    the ADC; the voltages themselves carry over (the solver state).
+    the ADC (``device.num_readouts`` samples averaged); the voltages themselves carry over (the solver state).
 
     Attributes:
         device: the chip.
         t: run time per step, units of tau.
         delay: run time on stale inputs before each step's run, units of tau.
         reset: start every step from the gradient instead of the previous voltages.
-        method: thermox method; "auto" is the exact low-rank law (diffrax when the device saturates).
-        dt, sde_solver: diffrax step (units of tau) and solver for method="diffrax".
+        method: how thermox simulates the runs, a method object or its name: ``thermox.Auto()`` (default) is the
+            exact low-rank law (``Diffrax`` when the device saturates); ``thermox.EulerMaruyama(dt=0.1)`` the
+            papers' simulation.
         cost_model: constants for modeled transfer time.
     """
 
@@ -133,10 +133,7 @@ class ThermodynamicSolver(AbstractCurvatureSolver):
     t: float | Float[Array, ""] = 50.0
     delay: float | Float[Array, ""] = 0.0
     reset: bool = eqx.field(static=True, default=False)
-    method: str = eqx.field(static=True, default="auto")
-    # Not static: optax.inject_hyperparams turns the float into an array (only method="diffrax" uses it).
-    dt: float | Float[Array, ""] = 0.1
-    sde_solver: diffrax.AbstractSolver | None = None
+    method: thermox.AbstractMethod = eqx.field(default="auto", converter=thermox.as_method)
     cost_model: thermox.cost.CostModel = thermox.cost.CostModel()
 
     @property
@@ -147,23 +144,16 @@ class ThermodynamicSolver(AbstractCurvatureSolver):
         return jnp.zeros_like(flat_params)
 
     def _drift(self, curvature: BatchCurvature, damping) -> thermox.LowRankDrift:
-        """``G + damping I`` as the device realises it. Ideal couplings: matrix-free from the layer structure;
-        quantized or mismatched couplings act on the programmed entries, so ``W`` is formed and programmed."""
+        """``G + damping I`` to program. Ideal couplings: matrix-free from the layer structure; quantized or
+        mismatched couplings act on the programmed entries, so ``W`` is formed (and programmed by thermox)."""
         if self.device.is_ideal_couplings:
             gram, factor, factor_transpose = curvature.low_rank()
             return thermox.LowRankDrift(jnp.asarray(damping, gram.dtype), gram, factor, factor_transpose,
                                         curvature.flat.shape[0])
-        return self.device.program(thermox.LowRankDrift.from_factor(damping, curvature.factor()))
-
-    def _run(self, drift, g, x0, t, key):
-        return thermox.evolve(
-            drift, self.device.dac(g), x0, key=key, t=t, kappa0=self.device.kappa0, method=self.method,
-            saturation=self.device.saturation, dt=self.dt, solver=self.sde_solver,
-        )
+        return thermox.LowRankDrift.from_factor(damping, curvature.factor())
 
     def __call__(self, curvature, g, damping, state, count, key):
         n = g.shape[0]
-        self.device.check_capacity(n)
         drift = self._drift(curvature, damping)
         r = drift.gram.shape[0]
         # The device refuses non-finite inputs (thermox raises); run it on zeros instead and report a
@@ -171,17 +161,18 @@ class ThermodynamicSolver(AbstractCurvatureSolver):
         finite = jnp.all(jnp.isfinite(drift.gram)) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(state))
         drift = eqx.tree_at(lambda d: d.gram, drift, jnp.where(finite, drift.gram, 0.0))
         g, state = (jnp.where(finite, a, 0.0) for a in (g, state))
-        start = jnp.where((count == 0) | self.reset, self.device.dac(g), state)
+        programmed = thermox.program(self.device, drift, method=self.method)
+        start = jnp.where((count == 0) | self.reset, programmed.load(g), state)
         key_run, key_stale = jax.random.split(key)
-        voltages = self._run(drift, g, start, self.t, key_run)
-        carried = voltages
+        readout = programmed.readout(g, start, key=key_run, t=self.t)
+        carried = readout.voltages
         if self.has_delay:
-            carried = self._run(drift, g, voltages, self.delay, key_stale)
+            carried = programmed.run(g, carried, key=key_stale, t=thermox.check_time(self.delay, "delay"))
         cost = thermox.cost.solve_cost(
             n, self.t + self.delay, num_couplings=thermox.cost.low_rank_couplings(n, r), model=self.cost_model,
             tau_s=self.device.tau,
         )
-        readout = jnp.where(finite, self.device.adc(voltages), jnp.nan)
+        readout = jnp.where(finite, readout.value, jnp.nan)
         # Model calls: the forward and m reverse passes of the Jacobian structure the device is programmed with;
         # the rest of the exact law is the device's own (analog) work.
         return readout, carried, _work(r // curvature.batch_size + 1, 0.0, cost.time_s)

@@ -43,6 +43,11 @@ class AbstractDrift(eqx.Module):
         """``A x`` for a vector or, column by column, a matrix."""
         return _columnwise(self.matvec, x)
 
+    def spectrum_bounds(self) -> tuple[Float[Array, ""], Float[Array, ""]] | None:
+        """A lower bound of the smallest and an upper bound of the largest eigenvalue when known without extra work
+        (from a decomposition already made), else None."""
+        return None
+
     def apply_fn(self, fn: ScalarFn, x: Float[Array, "n *k"], *, krylov_dim: int, krylov_rtol: float):
         """``f(A) x`` by Lanczos from the matvec alone (the matrix-free exact path)."""
         dim = min(krylov_dim, self.size)
@@ -101,6 +106,9 @@ class EigenDrift(AbstractDrift):
         w = self.eigenvalues if x.ndim == 1 else self.eigenvalues[:, None]
         return self.eigenvectors @ (w * (self.eigenvectors.T @ x))
 
+    def spectrum_bounds(self):
+        return self.eigenvalues[0], self.eigenvalues[-1]
+
     def apply_fn(self, fn, x, **_):
         f = fn(self.eigenvalues)
         f = f if x.ndim == 1 else f[:, None]
@@ -155,6 +163,15 @@ class LowRankDrift(AbstractDrift):
 
     def mv(self, x):
         return self.shift * x + _columnwise(lambda v: self.factor(self.factor_transpose(v)), x)
+
+    def spectrum_bounds(self):
+        """``shift`` and ``shift + s_max``: ``s_max`` from the Gram's ``eigh`` when done, else bounded by the row-sum
+        norm of the Gram."""
+        if self.gram_eigen is not None:
+            top = jnp.maximum(self.gram_eigen[0][-1], 0.0)
+        else:
+            top = jnp.max(jnp.sum(jnp.abs(self.gram), axis=1))
+        return self.shift, self.shift + top
 
     def diagonalized(self) -> "LowRankDrift":
         """The same drift with the r x r ``eigh`` of the Gram matrix done once, for several ``apply_fn`` calls."""

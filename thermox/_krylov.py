@@ -19,18 +19,22 @@ Matvec = Callable[[Float[Array, " n"]], Float[Array, " n"]]
 class _Lanczos(NamedTuple):
     """Lanczos state: orthonormal basis rows ``Q`` (dim + 1, n; zero rows after a breakdown or not yet
     computed), diagonal ``alpha`` and off-diagonals ``beta`` of ``T = Q A Q^T`` (``beta[j]`` the norm of the residual
-    after step ``j``)."""
+    after step ``j``), and ``offband[j]``, the norm of the components of ``A q_j`` along the earlier basis vectors
+    that the three-term recurrence left and reorthogonalization removed: the entries of ``Q A Q^T`` outside the
+    tridiagonal ``T`` (zero in exact arithmetic)."""
 
     basis: Array
     alpha: Array
     beta: Array
+    offband: Array
 
 
 def _lanczos_start(v: Float[Array, " n"], dim: int) -> tuple[_Lanczos, Float[Array, ""]]:
     norm_v = jnp.linalg.norm(v)
     q0 = jnp.where(norm_v > 0, v / jnp.where(norm_v > 0, norm_v, 1.0), 0.0)
     basis = jnp.zeros((dim + 1, v.shape[0]), v.dtype).at[0].set(q0)
-    return _Lanczos(basis, jnp.zeros((dim,), v.dtype), jnp.zeros((dim,), v.dtype)), norm_v
+    zeros = jnp.zeros((dim,), v.dtype)
+    return _Lanczos(basis, zeros, zeros, zeros), norm_v
 
 
 def _lanczos_steps(mv: Matvec, state: _Lanczos, start: Array, stop: Array) -> _Lanczos:
@@ -38,18 +42,22 @@ def _lanczos_steps(mv: Matvec, state: _Lanczos, start: Array, stop: Array) -> _L
     tiny = jnp.finfo(state.basis.dtype).eps
 
     def body(j, carry):
-        basis, alpha, beta = carry
+        basis, alpha, beta, offband = carry
         q = basis[j]
         w = mv(q)
         a = jnp.vdot(q, w)
         w = w - a * q - jnp.where(j > 0, beta[j - 1], 0.0) * basis[jnp.maximum(j - 1, 0)]
+        removed = jnp.zeros((), w.dtype)
         for _ in range(2):
-            w = w - basis.T @ (basis @ w)
+            components = basis @ w
+            removed = removed + jnp.linalg.norm(components)
+            w = w - basis.T @ components
         b = jnp.linalg.norm(w)
         scale = jnp.abs(a) + jnp.where(j > 0, beta[j - 1], 0.0)
         alive = b > 100 * tiny * jnp.maximum(scale, tiny)
         q_next = jnp.where(alive, w / jnp.where(alive, b, 1.0), 0.0)
-        return _Lanczos(basis.at[j + 1].set(q_next), alpha.at[j].set(a), beta.at[j].set(jnp.where(alive, b, 0.0)))
+        return _Lanczos(basis.at[j + 1].set(q_next), alpha.at[j].set(a), beta.at[j].set(jnp.where(alive, b, 0.0)),
+                        offband.at[j].set(removed))
 
     return jax.lax.fori_loop(start, stop, body, state)
 
@@ -62,16 +70,23 @@ def _tridiagonal_fn_e1(alpha, beta, fn: ScalarFn):
 
 
 def _check(state: _Lanczos, *, size: int, fn: ScalarFn, rtol: float, dim: int):
-    """The ``size``-step approximation's coefficients ``f(T) e1`` (zero-padded to dim), whether it has converged
-    (its change from the ``size - 1`` step one is at most ``rtol`` relative, or the Krylov space is invariant), and
-    whether a Ritz value is negative."""
+    """The ``size``-step approximation's coefficients ``f(T) e1`` (zero-padded to dim), whether it has converged,
+    and whether a Ritz value is negative.
+
+    Converged: its change from the ``size - 1`` step approximation is at most ``rtol`` relative, or the Krylov space
+    is invariant (a breakdown, ``beta == 0``, which at ``size = n`` always happens) *and* the recurrence residual
+    confirms it: every entry of ``Q A Q^T`` outside ``T`` (``offband``) is at most ``rtol |T|``, so that ``T`` is the
+    projection of ``A`` to that accuracy. Negative: below ``-eps |T|`` (rounding of a positive definite ``T``
+    stays above it; the exact zeros of the block after a breakdown are not negative).
+    """
     alpha, beta = state.alpha[:size], state.beta[:size]
     coef, theta = _tridiagonal_fn_e1(alpha, beta, fn)
     coef_prev, _ = _tridiagonal_fn_e1(alpha[:-1], beta[:-1], fn)
     change = jnp.linalg.norm(coef[:-1] - coef_prev) + jnp.abs(coef[-1])
-    # A breakdown (beta == 0) means the Krylov space is invariant under A: the result is exact.
-    converged = (change <= rtol * jnp.linalg.norm(coef)) | jnp.any(beta == 0)
-    indefinite = jnp.any(theta < -rtol * jnp.max(jnp.abs(theta)))
+    scale = jnp.max(jnp.abs(theta))
+    invariant = jnp.any(beta == 0) & (jnp.max(state.offband[:size]) <= rtol * scale)
+    converged = (change <= rtol * jnp.linalg.norm(coef)) | invariant
+    indefinite = jnp.any(theta < -jnp.finfo(theta.dtype).eps * scale)
     return jnp.zeros((dim,), coef.dtype).at[:size].set(coef), converged, indefinite
 
 
@@ -114,7 +129,11 @@ def krylov_apply(
     out = eqx.error_if(
         out, indefinite, "thermox: the drift operator has a negative Ritz value: it is not positive definite"
     )
-    return eqx.error_if(
-        out, ~converged,
-        "thermox: Lanczos did not reach krylov_rtol; increase krylov_dim (ill-conditioned drift or long t)",
-    )
+    if dim >= v.shape[0]:
+        message = (f"thermox: Lanczos took all n={v.shape[0]} steps without reaching rtol={rtol:g} (its breakdown is "
+                   "not confirmed by the recurrence residual): the drift is too ill-conditioned for Lanczos in this "
+                   "precision; use thermox.Exact() or float64")
+    else:
+        message = (f"thermox: Lanczos did not reach rtol={rtol:g} in {dim} steps; increase krylov_dim, the dim of "
+                   "thermox.Krylov (ill-conditioned drift or long t)")
+    return eqx.error_if(out, ~converged, message)
