@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, ArrayLike, Float
 
+from ._conditioning import warn_if_ill_conditioned
 from ._eigh import eigh
 from ._krylov import krylov_apply, lanczos_fn
 from ._spectral import ScalarFn
@@ -49,11 +50,14 @@ class AbstractDrift(eqx.Module):
         return None
 
     def apply_fn(self, fn: ScalarFn, x: Float[Array, "n *k"], *, krylov_dim: int, krylov_rtol: float):
-        """``f(A) x`` by Lanczos from the matvec alone (the matrix-free exact path)."""
+        """``f(A) x`` by Lanczos from the matvec alone (the matrix-free exact path); a
+        :class:`thermox.ConditioningWarning` when the Ritz values' ``max |f| / min |f|`` exceeds what the precision
+        resolves."""
         dim = min(krylov_dim, self.size)
-        return _columnwise(
-            lambda v: krylov_apply(self.matvec, fn, v, dim=dim, rtol=krylov_rtol), x
-        )
+        apply = lambda v: krylov_apply(self.matvec, fn, v, dim=dim, rtol=krylov_rtol)
+        out, ratio = apply(x) if x.ndim == 1 else jax.vmap(apply, in_axes=1, out_axes=(1, 0))(x)
+        warn_if_ill_conditioned(jnp.max(ratio), x.dtype)
+        return out
 
 
 class DenseDrift(AbstractDrift):
@@ -224,8 +228,8 @@ class LowRankDrift(AbstractDrift):
         def gram_fn(c):
             if self.gram_eigen is not None:
                 return self._gram_fn_eigh(g, c)
-            coef, converged, _ = lanczos_fn(lambda q: self.gram @ q, g, c, dim=krylov_dim, rtol=krylov_rtol)
-            return jax.lax.cond(converged, lambda: coef, lambda: self._gram_fn_eigh(g, c))
+            lanczos = lanczos_fn(lambda q: self.gram @ q, g, c, dim=krylov_dim, rtol=krylov_rtol)
+            return jax.lax.cond(lanczos.converged, lambda: lanczos.value, lambda: self._gram_fn_eigh(g, c))
 
         return _columnwise(lambda v: f_shift * v + self.factor(gram_fn(self.factor_transpose(v))), x)
 
