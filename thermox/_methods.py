@@ -77,17 +77,14 @@ class ClosedForm(AbstractMethod):
     def apply_fn(self, drift: AbstractDrift, fn, x: Float[Array, "n *k"]) -> Float[Array, "n *k"]:
         """``f(A) x`` for the prepared drift."""
 
-    def _gain_bounds(self, drift: AbstractDrift) -> tuple[Array, Array] | None:
-        """Lower and upper bounds of the spectrum of the prepared drift, when known without extra work."""
-        return drift.spectrum_bounds()
-
     def advance(self, drift, b, x0, *, key, t, kappa0, window, saturation):
         dtype = b.dtype
         law = OULaw(jnp.asarray(t, dtype), jnp.asarray(kappa0, dtype),
                     None if window is None else jnp.asarray(window, dtype))
-        bounds = self._gain_bounds(drift)
+        bounds = drift.spectrum_bounds()  # when known without extra work; Lanczos reports its own estimate
         if bounds is not None:
             lowest, highest = bounds
+            # The condition number of the mean operator M(A): M decreases from M(w_min) to M(w_max).
             warn_if_ill_conditioned(law.mean_gain(lowest) / law.mean_gain(highest), dtype)
         residual = b if x0 is None else b - drift.mv(x0)
         mean = self.apply_fn(drift, law.mean_gain, residual)
@@ -191,10 +188,15 @@ class Diffrax(AbstractMethod):
     def check(self, drift, saturation):
         pass
 
-    def _certify(self, drift: AbstractDrift) -> AbstractDrift:
+    def prepare(self, drift):
         """Attach the run-time certificates: positive definite, and a stable Euler step."""
         euler = isinstance(self.solver, diffrax.Euler)
         limit = 2.0 / self.dt
+        unstable = (f"thermox.Diffrax: Euler-Maruyama is unstable at dt={self.dt}: it needs dt * lambda_max(A) < 2; "
+                    "use a smaller dt")
+        if isinstance(drift, EigenDrift) and euler:  # positive definite by construction
+            return eqx.tree_at(lambda d: d.eigenvalues, drift,
+                               eqx.error_if(drift.eigenvalues, drift.eigenvalues[-1] >= limit, unstable))
         if isinstance(drift, DenseDrift):
             A = drift.matrix
             eye = jnp.eye(A.shape[0], dtype=A.dtype)
@@ -202,25 +204,15 @@ class Diffrax(AbstractMethod):
             A = eqx.error_if(A, ~factorable(A), "thermox.Diffrax: the drift matrix is not positive definite "
                              "(its Cholesky factorisation fails): the device would diverge")
             if euler:
-                A = eqx.error_if(A, ~factorable(limit * eye - A),
-                                 f"thermox.Diffrax: Euler-Maruyama is unstable at dt={self.dt}: it needs "
-                                 f"dt * lambda_max(A) < 2; use a smaller dt")
+                A = eqx.error_if(A, ~factorable(limit * eye - A), unstable)
             return DenseDrift(A)
         if isinstance(drift, LowRankDrift) and euler:
             gram = drift.gram
             r = gram.shape[0]
             margin = (limit - drift.shift) * jnp.eye(r, dtype=gram.dtype) - gram
             stable = (limit > drift.shift) & jnp.all(jnp.isfinite(jnp.linalg.cholesky(margin)))
-            gram = eqx.error_if(gram, ~stable,
-                                f"thermox.Diffrax: Euler-Maruyama is unstable at dt={self.dt}: it needs "
-                                f"dt * lambda_max(A) < 2; use a smaller dt")
-            return eqx.tree_at(lambda d: d.gram, drift, gram)
+            return eqx.tree_at(lambda d: d.gram, drift, eqx.error_if(gram, ~stable, unstable))
         return drift
-
-    def prepare(self, drift):
-        if isinstance(drift, EigenDrift):
-            return drift
-        return self._certify(drift)
 
     def advance(self, drift, b, x0, *, key, t, kappa0, window, saturation):
         if isinstance(t, jax.core.Tracer) or isinstance(window, jax.core.Tracer):
@@ -258,14 +250,11 @@ class Auto(AbstractMethod):
             return Diffrax()
         return Krylov() if isinstance(drift, (OperatorDrift, LowRankDrift)) else Exact()
 
-    def check(self, drift, saturation):
-        pass
+    def prepare(self, *args, **kwargs):
+        raise TypeError("thermox.Auto stands for a method chosen by thermox.program (or evolve); it has no runs")
 
-    def prepare(self, drift):
-        raise TypeError("thermox.Auto is resolved by thermox.resolve_method before use")
-
-    def advance(self, drift, b, x0, **kwargs):
-        raise TypeError("thermox.Auto is resolved by thermox.resolve_method before use")
+    def advance(self, *args, **kwargs):
+        return self.prepare()
 
 
 _NAMED = {"auto": Auto, "exact": Exact, "krylov": Krylov, "diffrax": Diffrax}
