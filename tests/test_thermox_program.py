@@ -164,7 +164,8 @@ def test_bad_method_settings(make, match):
 
 def averaged_variance(a, kappa0, count, correlation):
     """Variance of the mean of ``count`` stationary samples of a scalar OU process, ``kappa0 / a`` each, whose
-    lag-``m`` correlation is ``correlation ** m``: ``kappa0 / a [count + 2 sum_{k < l} correlation^(l - k)] / count^2``."""
+    lag-``m`` correlation is ``correlation ** m``:
+    ``kappa0 / a [count + 2 sum_{k < l} correlation^(l - k)] / count^2``."""
     lags = np.arange(1, count)
     return kappa0 / a * (count + 2 * np.sum((count - lags) * correlation**lags)) / count**2
 
