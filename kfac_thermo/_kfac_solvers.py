@@ -23,8 +23,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import thermox
-from thermox._eigh import eigh
-from thermox._evolve import check_time
+from thermox import eigh, spd_inverse, spd_inverse_flops
 
 from ._kernels import kernel_work, matmul_work
 from ._solver import AbstractDampedSolver
@@ -45,98 +44,6 @@ def factored_damping(A: Float[Array, "i i"], S: Float[Array, "o o"], damping) ->
     root = jnp.sqrt(damping).astype(A.dtype)
     return (A + pi * root * jnp.eye(A.shape[0], dtype=A.dtype),
             S + root / pi * jnp.eye(S.shape[0], dtype=S.dtype))
-
-
-_BLOCK = 256
-
-
-def spd_inverse(M: Float[Array, "n n"]) -> Float[Array, "n n"]:
-    r"""``M^-1`` of a symmetric positive definite matrix by recursive 2 x 2 block elimination.
-
-    With ``M = [[P, B], [B^T, C]]`` and the Schur complement ``Z = C - B^T P^-1 B`` (SPD when ``M`` is),
-    ``M^-1 = [[P^-1 + P^-1 B Z^-1 B^T P^-1, -P^-1 B Z^-1], [-Z^-1 B^T P^-1, Z^-1]]``; blocks of at most
-    ``_BLOCK`` rows are inverted through their Cholesky factor. This is the block LDL^T elimination (no pivoting
-    needed for SPD matrices); its flops are :func:`spd_inverse_flops` (1.4 n^3 at n = 1024), nearly all in matrix
-    products: on CPU about 2.5x faster than LAPACK's triangular solves against the identity, with the same
-    accuracy (~ kappa eps). The result is
-    symmetrised. A matrix that is not positive definite gives non-finite entries (a Cholesky pivot fails).
-    """
-    n = M.shape[0]
-    if n <= _BLOCK:
-        inverse = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(M), jnp.eye(n, dtype=M.dtype))
-    else:
-        k = n // 2
-        P_inv = spd_inverse(M[:k, :k])
-        B = M[:k, k:]
-        P_inv_B = P_inv @ B
-        Z_inv = spd_inverse(M[k:, k:] - B.T @ P_inv_B)
-        X = P_inv_B @ Z_inv
-        inverse = jnp.block([[P_inv + X @ P_inv_B.T, -X], [-X.T, Z_inv]])
-    return 0.5 * (inverse + inverse.T)
-
-
-def spd_inverse_flops(n: int) -> float:
-    """Flops of :func:`spd_inverse` at size ``n``: ``7/3 n^3`` for a Cholesky-solved block (factor ``n^3 / 3``,
-    solves against the identity ``2 n^3``), else both halves plus the four products of the elimination."""
-    if n <= _BLOCK:
-        return 7.0 / 3.0 * n**3
-    k, m = n // 2, n - n // 2
-    return spd_inverse_flops(k) + spd_inverse_flops(m) + 2.0 * k * m * (2 * k + 2 * m)
-
-
-class OULawOperators(NamedTuple):
-    r"""The readout law of a programmed drift ``P`` as dense operators: a run from zero with bias ``b`` reads
-    ``x = mean b + noise z``, ``z ~ N(0, I)`` (``thermox.OULaw``: ``mean = M(P) = (I - e^{-P t}) P^-1``,
-    ``noise noise^T = C(P) = kappa0 (I - e^{-2 P t}) P^-1``; ``noise`` is None on a noiseless device)."""
-
-    mean: Float[Array, "n n"]
-    noise: Float[Array, "n n"] | None
-
-
-def relaxation_threshold(t, dtype) -> Float[Array, ""]:
-    """``mu = -log(eps) / t``: for ``lambda_min(P) >= mu`` the transient ``e^{-P t}`` is below ``eps``."""
-    return -jnp.log(jnp.finfo(dtype).eps).astype(dtype) / t
-
-
-def relaxation_certificates(P: Float[Array, "n n"], inverse: Float[Array, "n n"], mu) -> tuple[Array, Array]:
-    """``(bounded, relaxed)``: ``bounded`` when ``||P^-1||_inf mu <= 1`` (the row-sum norm bounds the largest
-    eigenvalue of ``P^-1``, so ``lambda_min(P) >= mu``); ``relaxed`` when that holds or, checked only if it does not,
-    ``P - mu I`` has a Cholesky factorisation. False for a non-finite inverse or an indefinite ``P - mu I``."""
-    bounded = jnp.max(jnp.sum(jnp.abs(inverse), axis=1)) * mu <= 1.0
-    # P.T (= P): LAPACK wants the transposed layout, which P.T is without a copy of P ahead of the cond.
-    factorable = lambda P: jnp.all(jnp.isfinite(jnp.linalg.cholesky(P.T - mu * jnp.eye(P.shape[0], dtype=P.dtype))))
-    return bounded, jax.lax.cond(bounded, lambda P: jnp.asarray(True), factorable, P)
-
-
-def ou_law_operators(P: Float[Array, "n n"], t, kappa0, *, noisy: bool) -> OULawOperators:
-    r"""The exact readout law of the drift ``P`` after ``t`` tau (units of tau), as :class:`OULawOperators`.
-
-    The law depends on ``P`` through ``e^{-P t}``. When ``lambda_min(P) >= mu = -log(eps) / t``
-    (:func:`relaxation_threshold`), every ``e^{-w t}`` is below the working precision ``eps``, so ``M(P) = P^-1``
-    and ``C(P) = kappa0 P^-1`` to rounding: the mean operator is :func:`spd_inverse` and the noise root its Cholesky
-    factor (``L L^T = P^-1``). The bound is certified cheaply by ``||P^-1||_inf <= 1 / mu`` (the row-sum norm bounds
-    the largest eigenvalue of ``P^-1``), else by a Cholesky factorisation of ``P - mu I``. Otherwise (a run shorter
-    than a few relaxation times) the law is evaluated on one ``eigh``, ``P = V diag(w) V^T``:
-    ``mean = V M(w) V^T`` and ``noise = V C(w)^{1/2}``. (Both certificates are floating-point tests: they can only
-    err when ``lambda_min(P) - mu`` is within rounding ``delta`` of zero, and then the neglected transient is still
-    at most ``eps e^{delta t}``.) ``noisy`` (static) is False for ``kappa0 = 0``.
-    """
-    dtype = P.dtype
-    mu = relaxation_threshold(t, dtype)
-    inverse = spd_inverse(P)
-    _, relaxed = relaxation_certificates(P, inverse, mu)
-
-    def settled(P, inverse):
-        return OULawOperators(inverse,
-                              jnp.sqrt(kappa0).astype(dtype) * jnp.linalg.cholesky(inverse) if noisy else None)
-
-    def transient(P, inverse):
-        drift = thermox.EigenDrift.from_matrix(P)
-        V, w = drift.eigenvectors, drift.eigenvalues
-        law = thermox.OULaw(jnp.asarray(t, dtype), jnp.asarray(kappa0, dtype), None)
-        return OULawOperators((V * law.mean_gain(w)) @ V.T, V * law.noise_gain(w) if noisy else None)
-
-    return jax.lax.cond(relaxed, settled, transient, P, inverse)
 
 
 def _apply_inverses(S_inv: Float[Array, "o o"], G: Float[Array, "o i"], A_inv: Float[Array, "i i"]):
@@ -199,8 +106,11 @@ class ThermoKronecker(AbstractDampedSolver):
     Each damped factor ``M`` is programmed as the drift ``P = program(M / m)`` (``m = max |M_ij|``, so the largest
     coupling is 1 and ``t`` counts in units of tau of that normalised drift: relaxing needs ``t`` of a few
     ``m / lambda_min(M)``); the answer is the readout divided by ``m``. A run from zero with bias ``b`` reads
-    ``adc(M(P) dac(b) + C(P)^{1/2} z)``: the exact law of the OU state after ``t`` (``thermox.OULaw``), whose
-    operators :func:`ou_law_operators` forms once per inverse refresh (the programmed couplings only change then).
+    ``adc(M(P) dac(b) + C(P)^{1/2} z)``: the exact law of the OU state after ``t`` (``thermox.OULaw``), which
+    ``thermox.FixedTimeLaw`` forms once per inverse refresh (the programmed couplings only change then) and whose
+    arrays the solver state keeps. With voltage rails (``device.saturation``) or averaged readouts
+    (``device.num_readouts > 1``) the law has no closed form and each run is simulated (``thermox.Diffrax`` with the
+    rails, or the exact Markov transitions between the readout samples).
 
     - ``method="solve"`` (the paper's method 2): every step the matrix-valued state ``X`` (n_out x n_in cells of
       couplings ``S_d``: all columns relax together) runs with bias ``G`` and is read out, ``X ~ S_d^-1 G``; a
@@ -239,8 +149,7 @@ class ThermoKronecker(AbstractDampedSolver):
         (n_out, n_in), dtype = like.shape, like.dtype
         if self.method == "invert":
             return (jnp.zeros((n_out, n_out), dtype), jnp.zeros((n_in, n_in), dtype)), ()
-        noisy = not self.device.is_noiseless
-        law = lambda n: OULawOperators(jnp.eye(n, dtype=dtype), jnp.eye(n, dtype=dtype) if noisy else None)
+        law = lambda n: thermox.FixedTimeLaw.initial_state(self.device, n, dtype)
         return (law(n_out), jnp.ones((), dtype), law(n_in), jnp.ones((), dtype)), ()
 
     def _analog(self, **counts) -> Work:
@@ -250,37 +159,26 @@ class ThermoKronecker(AbstractDampedSolver):
                       **counts)
 
     def _work(self, n: int, columns: int, couplings: int) -> Work:
-        """One solve of an n-cell drift with ``columns`` right-hand sides relaxing together for ``t``: ``n`` values
-        in and out per column, ``couplings`` programmed first."""
-        return self._analog(dac_values=n * columns, coupling_values=couplings, adc_values=n * columns,
-                            analog_tau=self.t)
+        """One solve of an n-cell drift with ``columns`` right-hand sides relaxing together for ``t`` (and the
+        readout samples' ``device.readout_time``): ``n`` values in and ``device.num_readouts`` times ``n`` out per
+        column, ``couplings`` programmed first; the ``n^2`` couplings held and the cells dissipate for the run."""
+        run_tau = self.t + self.device.readout_time
+        return self._analog(dac_values=n * columns, coupling_values=couplings,
+                            adc_values=n * columns * self.device.num_readouts, analog_tau=run_tau,
+                            resistor_tau=(n * n + n * columns) * run_tau)
 
-    def _law(self, M: Float[Array, "n n"]) -> OULawOperators:
-        """Program ``M`` (already normalised) into the couplings and form the law of a run of ``t``."""
-        self.device.check_capacity(M.shape[0])
-        P = self.device.program(thermox.DenseDrift(M)).matrix
-        return ou_law_operators(P, check_time(self.t, "run time t"), self.device.kappa0,
-                                noisy=not self.device.is_noiseless)
+    def _law(self, M: Float[Array, "n n"]) -> PyTree:
+        """Program ``M`` (already normalised) into the couplings and form the law of a run of ``t``: its arrays."""
+        return thermox.FixedTimeLaw.program(self.device, M, self.t).state
 
-    def _readout(self, law: OULawOperators, b: Float[Array, "..."], key: PRNGKeyArray, *,
+    def _readout(self, law: PyTree, b: Float[Array, "..."], key: PRNGKeyArray, *,
                  rows: bool = False) -> Float[Array, "..."]:
-        """One run with the columns of ``b`` (its rows when ``rows``) as biases: ``adc(M(P) dac(b) + C(P)^{1/2} z)``,
-        computed as ``adc(dac(b) M(P)^T + z^T C(P)^{T/2})`` in the row layout."""
-        b = self.device.dac(b)
-        x = b @ law.mean.T if rows else law.mean @ b
-        if law.noise is not None:
-            z = jax.random.normal(key, b.shape, b.dtype)
-            x = x + (z @ law.noise.T if rows else law.noise @ z)
-        return self.device.adc(x)
+        """One run with the columns of ``b`` (its rows when ``rows``) as biases: ``adc(M(P) dac(b) + C(P)^{1/2} z)``."""
+        return thermox.FixedTimeLaw(self.device, self.t, law).solve(b, key, rows=rows)
 
-    def _identity_readout(self, law: OULawOperators, key: PRNGKeyArray) -> Float[Array, "n n"]:
-        """:meth:`_readout` of the identity without a product with it: the DAC maps ``I`` to ``q I`` (zero is an
-        exact code and the conversion of each entry depends on the peak, 1, only), so the mean is ``q M(P)``."""
-        n, dtype = law.mean.shape[0], law.mean.dtype
-        x = self.device.dac(jnp.ones((), dtype)) * law.mean
-        if law.noise is not None:
-            x = x + law.noise @ jax.random.normal(key, (n, n), dtype)
-        return self.device.adc(x)
+    def _identity_readout(self, law: PyTree, key: PRNGKeyArray) -> Float[Array, "n n"]:
+        """:meth:`_readout` of the identity, without a product with it."""
+        return thermox.FixedTimeLaw(self.device, self.t, law).solve_identity(key)
 
     def refresh(self, curvature, damping, key):
         A, S = curvature
@@ -306,8 +204,9 @@ class ThermoKronecker(AbstractDampedSolver):
 
     def _covariance_work(self, n: int) -> Work:
         """``n^2`` couplings, then ``num_samples`` readouts ``interval`` tau apart after a burn-in of ``t``."""
-        return self._analog(coupling_values=n * n, adc_values=n * self.num_samples,
-                            analog_tau=self.t + self.num_samples * self.interval)
+        run_tau = self.t + self.num_samples * self.interval
+        return self._analog(coupling_values=n * n, adc_values=n * self.num_samples, analog_tau=run_tau,
+                            resistor_tau=(n * n + n) * run_tau)
 
     def apply(self, prepared, vector, state, *, step, key):
         G = vector

@@ -144,36 +144,36 @@ class ThermodynamicSolver(AbstractDampedSolver):
     node voltages (from the gradient on the first step, or every step with ``reset=True``). With ``delay > 0`` it
     then keeps running ``delay`` tau on these (by then stale) inputs, as it does while the host computes the next
     step's curvature and gradient; the next step starts from there. The readout, taken after ``t``, goes through
-    the ADC; the voltages themselves carry over (the solver state).
+    the ADC (``device.num_readouts`` samples averaged); the voltages themselves carry over (the solver state).
 
     Attributes:
         device: the chip.
         t: run time per step, units of tau.
         delay: run time on stale inputs before each step's run, units of tau.
         reset: start every step from the gradient instead of the previous voltages.
-        method: thermox method; "auto" is the exact low-rank law (diffrax when the device saturates).
-        dt, sde_solver: diffrax step (units of tau) and solver for method="diffrax".
+        method: how thermox simulates the runs, a method object or its name: ``thermox.Auto()`` (default) is the
+            exact low-rank law (``Diffrax`` when the device saturates); ``thermox.EulerMaruyama(dt=0.1)`` the
+            papers' simulation.
 
     Work: programming the couplings ``r (r + 2N)`` (the three resistor arrays ``W``, ``I`` and ``W^T``, r = b m) after
-    the Jacobian rows' passes at :meth:`refresh`; at :meth:`apply` the gradient through the DAC (N values), the
-    readout through the ADC (N values) and ``t + delay`` tau of analog run time.
+    the Jacobian rows' passes at :meth:`refresh`; at :meth:`apply` the gradient through the DAC (N values),
+    ``device.num_readouts`` readouts through the ADC (N values each) and ``t + device.readout_time + delay`` tau of
+    analog run time, the couplings and the N cells dissipating throughout.
     """
 
     device: thermox.AnalogDevice = thermox.AnalogDevice()
     t: float | Float[Array, ""] = 50.0
     delay: float | Float[Array, ""] = 0.0
     reset: bool = eqx.field(static=True, default=False)
-    method: str = eqx.field(static=True, default="auto")
-    # Not static: optax.inject_hyperparams turns the float into an array (only method="diffrax" uses it).
-    dt: float | Float[Array, ""] = 0.1
-    sde_solver: diffrax.AbstractSolver | None = None
+    method: thermox.AbstractMethod = eqx.field(default="auto", converter=thermox.as_method)
 
     @property
     def needs_key(self) -> bool:
-        """A noisy device draws thermal noise, and a diffrax simulation (``method="diffrax"``, or "auto" on a
-        saturating device) a Brownian path."""
-        diffrax_path = self.method == "diffrax" or (self.method == "auto" and self.device.saturation is not None)
-        return super().needs_key or diffrax_path
+        """A noisy device draws thermal noise, and a diffrax solver of SDEs (not Euler's ODE/SDE step) a Brownian
+        path even without noise."""
+        sde_solver = (isinstance(self.method, thermox.Diffrax)
+                      and self.method.solver.term_structure is not diffrax.AbstractTerm)
+        return super().needs_key or sde_solver
 
     @property
     def has_delay(self) -> bool:
@@ -183,23 +183,16 @@ class ThermodynamicSolver(AbstractDampedSolver):
         return None, jnp.zeros_like(like)
 
     def _drift(self, curvature: BatchCurvature, damping) -> thermox.LowRankDrift:
-        """``G + damping I`` as the device realises it. Ideal couplings: matrix-free from the layer structure;
-        quantized or mismatched couplings act on the programmed entries, so ``W`` is formed and programmed."""
+        """``G + damping I`` to program. Ideal couplings: matrix-free from the layer structure; quantized or
+        mismatched couplings act on the programmed entries, so ``W`` is formed (and programmed by thermox)."""
         if self.device.is_ideal_couplings:
             gram, factor, factor_transpose = curvature.low_rank()
             return thermox.LowRankDrift(jnp.asarray(damping, gram.dtype), gram, factor, factor_transpose,
                                         curvature.flat.shape[0])
-        return self.device.program(thermox.LowRankDrift.from_factor(damping, curvature.factor()))
-
-    def _run(self, drift, g, x0, t, key):
-        return thermox.evolve(
-            drift, self.device.dac(g), x0, key=key, t=t, kappa0=self.device.kappa0, method=self.method,
-            saturation=self.device.saturation, dt=self.dt, solver=self.sde_solver,
-        )
+        return thermox.LowRankDrift.from_factor(damping, curvature.factor())
 
     def refresh(self, curvature: BatchCurvature, damping, key):
         n = curvature.flat.shape[0]
-        self.device.check_capacity(n)
         drift = self._drift(curvature, damping)
         warn_if_ill_conditioned(drift.gram, damping, type(self).__name__)
         r = drift.gram.shape[0]
@@ -215,14 +208,18 @@ class ThermodynamicSolver(AbstractDampedSolver):
         finite = jnp.all(jnp.isfinite(drift.gram)) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(state))
         drift = eqx.tree_at(lambda d: d.gram, drift, jnp.where(finite, drift.gram, 0.0))
         g, state = (jnp.where(finite, a, 0.0) for a in (g, state))
-        start = jnp.where((count == 0) | self.reset, self.device.dac(g), state)
+        programmed = thermox.program(self.device, drift, method=self.method)
+        start = jnp.where((count == 0) | self.reset, programmed.load(g), state)
         key_run, key_stale = (None, None) if key is None else jax.random.split(key)
-        voltages = self._run(drift, g, start, self.t, key_run)
-        carried = voltages
+        readout = programmed.readout(g, start, key=key_run, t=self.t)
+        carried = readout.voltages
         if self.has_delay:
-            carried = self._run(drift, g, voltages, self.delay, key_stale)
-        readout = jnp.where(finite, self.device.adc(voltages), jnp.nan)
+            carried = programmed.run(g, carried, key=key_stale, t=thermox.check_time(self.delay, "delay"))
+        value = jnp.where(finite, readout.value, jnp.nan)
         # The rest of the exact law is the device's own (analog) work.
-        work = analog(dac_values=n, adc_values=n, dac_bits=self.device.dac_bits, adc_bits=self.device.adc_bits,
-                      analog_tau=self.t + self.delay)
-        return readout, carried, work
+        run_tau = self.t + self.device.readout_time + self.delay
+        r = drift.gram.shape[0]
+        work = analog(dac_values=n, adc_values=n * self.device.num_readouts, dac_bits=self.device.dac_bits,
+                      adc_bits=self.device.adc_bits, analog_tau=run_tau,
+                      resistor_tau=(thermox.cost.low_rank_couplings(n, r) + n) * run_tau)
+        return value, carried, work

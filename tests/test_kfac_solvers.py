@@ -14,8 +14,9 @@ import scipy.linalg
 
 import thermox
 from kfac_reference import EPS64
-from kfac_thermo._kfac_solvers import (ThermoKronecker, ou_law_operators, relaxation_certificates,
-                                       relaxation_threshold, spd_inverse)
+from kfac_thermo import ThermoKronecker
+from thermox import ou_law_operators, spd_inverse
+from thermox._dense_law import relaxation_certificates, relaxation_threshold
 
 
 def spd(n: int, condition: float, seed: int = 0) -> np.ndarray:

@@ -41,8 +41,8 @@ def strong_errors(solver, ks, k_ref):
 
     def run(k):
         f = jax.jit(jax.vmap(lambda key: thermox.evolve(
-            A, b, x0, key=key, t=T_RUN, kappa0=KAPPA0, method="diffrax", dt=T_RUN / 2**k, solver=solver,
-            brownian_tol=tol,
+            A, b, x0, key=key, t=T_RUN, kappa0=KAPPA0,
+            method=thermox.Diffrax(solver, dt=T_RUN / 2**k, brownian_tol=tol),
         )))
         return np.asarray(f(keys))
 

@@ -54,7 +54,7 @@ def test_saturation_fixed_point_is_box_constrained_minimiser(x64):
     unclipped = np.linalg.solve(A, b)
     assert np.max(np.abs(unclipped)) > 1.5 * v  # the rails are active
     device = thermox.AnalogDevice(saturation=v)
-    x = jsolve(A, b, key=jax.random.key(0), t=60.0, device=device, dt=0.1)
+    x = jsolve(A, b, key=jax.random.key(0), t=60.0, device=device, method=thermox.EulerMaruyama(dt=0.1))
     ref = box_qp(A, b, v)
     np.testing.assert_allclose(x, ref, atol=1e-10)
     assert np.any(np.isclose(np.abs(ref), v))
@@ -72,8 +72,8 @@ def test_saturation_bounds_every_readout(x64):
 
     @eqx.filter_jit
     def run(keys, window):
-        return jax.vmap(lambda k: thermox.linalg.solve(A, B, key=k, t=5.0, device=device, dt=0.05,
-                                                        window=window))(keys)
+        return jax.vmap(lambda k: thermox.linalg.solve(A, B, key=k, t=5.0, device=device, window=window,
+                                                        method=thermox.EulerMaruyama(dt=0.05)))(keys)
 
     final = np.asarray(run(keys, None))
     assert final.shape == (200, 4, 3)

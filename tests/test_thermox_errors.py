@@ -68,7 +68,7 @@ def test_not_positive_definite(spd, method):
 def test_krylov_not_converged(x64):
     A = random_spd(30, np.geomspace(1e-3, 1.0, 30), seed=1)
     with pytest.raises(Exception, match="increase krylov_dim"):
-        solve(A, np.ones(30), t=1e4, method="krylov", krylov_dim=3)
+        solve(A, np.ones(30), t=1e4, method=thermox.Krylov(dim=3))
 
 
 # --- right-hand side, start state, times ----------------------------------------------------------------

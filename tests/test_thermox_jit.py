@@ -84,8 +84,8 @@ def test_evolve_window_and_matrix_rhs_no_recompile(x64):
 def test_diffrax_path_no_recompile(x64):
     """The diffrax step count is static (from the concrete t), everything else is traced."""
     f, traces = counted_jit(
-        lambda A, b, key, device: thermox.linalg.solve(A, b, key=key, t=1.0, dt=0.1, device=device,
-                                                       method="diffrax")
+        lambda A, b, key, device: thermox.linalg.solve(A, b, key=key, t=1.0, device=device,
+                                                       method=thermox.EulerMaruyama(dt=0.1))
     )
     for seed in (0, 1):
         x = f(spd(seed), jnp.ones(N), jax.random.key(seed), thermox.AnalogDevice(kappa0=0.1 * seed, saturation=5.0))

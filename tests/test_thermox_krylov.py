@@ -37,8 +37,8 @@ def test_stops_early_with_the_same_accuracy(x64, check_every, most_steps):
     w, V = np.linalg.eigh(A)
     exact = V @ ((1 - np.exp(-w * t)) / w * (V.T @ v))
     mv, calls = _count_matvecs(jnp.asarray(A))
-    out, converged, indefinite = jax.jit(lambda v: lanczos_fn(mv, fn, v, dim=dim, rtol=rtol,
-                                                              check_every=check_every))(jnp.asarray(v))
+    out, converged, indefinite, _ = jax.jit(lambda v: lanczos_fn(mv, fn, v, dim=dim, rtol=rtol,
+                                                                 check_every=check_every))(jnp.asarray(v))
     jax.effects_barrier()
     assert bool(converged) and not bool(indefinite)
     # Condition number 4: Lanczos on this f converges in 16 steps, the first check (every 4) after that; checking
@@ -51,7 +51,7 @@ def test_reports_not_converged(x64):
     n = 200
     A = ref.random_spd(n, ref.spectrum(n, cond=1e6), seed=2)
     v = np.random.default_rng(3).normal(size=n)
-    _, converged, _ = jax.jit(lambda v: lanczos_fn(lambda q: jnp.asarray(A) @ q, lambda w: 1 / w, v, dim=12,
+    _, converged, _, _ = jax.jit(lambda v: lanczos_fn(lambda q: jnp.asarray(A) @ q, lambda w: 1 / w, v, dim=12,
                                                    rtol=1e-10, check_every=4))(jnp.asarray(v))
     assert not bool(converged)
 

@@ -66,7 +66,7 @@ def test_krylov_subspace_smaller_than_n(x64):
     (1e-10), so the run-time convergence check passes and the answer meets the 1e-6 requirement."""
     n = 30
     A, b = make_problem(n, 4.0, None, seed=11)
-    x = jsolve(A, b, key=jax.random.key(0), t=T_LONG, method="krylov", krylov_dim=24)
+    x = jsolve(A, b, key=jax.random.key(0), t=T_LONG, method=thermox.Krylov(dim=24))
     assert rel_err(x, np.linalg.solve(A, b)) <= RTOL
 
 

@@ -91,7 +91,7 @@ def test_exact_and_krylov_same_noise(problem):
 def test_diffrax_euler_final_state(problem):
     A, b, x0 = problem
     steps = round(T_RUN / DT)
-    x = readouts(A, b, x0, 2, method="diffrax", dt=DT)
+    x = readouts(A, b, x0, 2, method=thermox.EulerMaruyama(DT))
     em_mean, em_cov = euler_maruyama_law(A, b, x0, KAPPA0, DT, steps)
     # 1) The samples follow the Euler-Maruyama chain's exact law (statistical margin only).
     assert_mean_matches(x, em_mean, em_cov)
@@ -111,7 +111,7 @@ def test_diffrax_euler_window_average(problem):
     """Window readout = left Riemann sum of the Euler-Maruyama states over the last 50 steps."""
     A, b, x0 = problem
     steps, window_steps = round(T_RUN / DT), round(WINDOW / DT)
-    x = readouts(A, b, x0, 3, method="diffrax", dt=DT, window=WINDOW)
+    x = readouts(A, b, x0, 3, method=thermox.EulerMaruyama(DT), window=WINDOW)
     em_mean, em_cov = euler_maruyama_window_law(A, b, x0, KAPPA0, DT, steps, window_steps)
     assert_mean_matches(x, em_mean, em_cov)
     assert_cov_matches(x, em_cov)
@@ -131,7 +131,7 @@ def test_paths_agree_in_distribution(problem):
     samples = {
         "exact": readouts(A, b, x0, 10, method="exact"),
         "krylov": readouts(A, b, x0, 11, method="krylov"),
-        "diffrax": readouts(A, b, x0, 12, method="diffrax", dt=DT),
+        "diffrax": readouts(A, b, x0, 12, method=thermox.EulerMaruyama(DT)),
     }
     slow = np.linalg.eigh(A)[1][:, 0]
     cov = ou_cov(A, KAPPA0, T_RUN)

@@ -37,6 +37,11 @@ class AnalogDevice(eqx.Module):
         key: the chip's identity: the PRNG key its mismatch pattern is drawn from (needed if mismatch > 0).
         capacity: number of cells (None: unlimited); a larger problem is refused.
         saturation: rail voltage bounding every node (None: unbounded); needs the diffrax path.
+        num_readouts: samples of the node voltages averaged into one readout (static, >= 1): after the run, one
+            every ``readout_interval``, each through the ADC, averaged digitally. Averaging ``k`` independent
+            samples divides the readout's thermal variance by ``k``; samples closer than the relaxation time are
+            correlated and gain less. The extra run time is :attr:`readout_time`; each sample is one ADC transfer.
+        readout_interval: time between readout samples, units of tau (> 0).
     """
 
     tau: float | Float[Array, ""] = 1e-6
@@ -50,6 +55,8 @@ class AnalogDevice(eqx.Module):
     key: PRNGKeyArray | None = None
     capacity: int | None = eqx.field(default=None, static=True)
     saturation: float | None = eqx.field(default=None, static=True)
+    num_readouts: int = eqx.field(default=1, static=True)
+    readout_interval: float | Float[Array, ""] = 1.0
 
     def __check_init__(self):
         for name in ("dac_bits", "adc_bits", "coupling_bits"):
@@ -58,12 +65,15 @@ class AnalogDevice(eqx.Module):
                 raise ValueError(f"AnalogDevice.{name} must be an integer >= 1 or None, got {bits!r}")
         for name in ("dac_range", "adc_range", "saturation"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"AnalogDevice.{name} must be > 0 or None, got {value!r}")
-        if self.capacity is not None and (not isinstance(self.capacity, int) or self.capacity < 1):
+            if value is not None and not (value > 0 and np.isfinite(value)):
+                raise ValueError(f"AnalogDevice.{name} must be > 0 and finite, or None, got {value!r}")
+        positive_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1
+        if self.capacity is not None and not positive_int(self.capacity):
             raise ValueError(f"AnalogDevice.capacity must be an integer >= 1 or None, got {self.capacity!r}")
+        if not positive_int(self.num_readouts):
+            raise ValueError(f"AnalogDevice.num_readouts must be an integer >= 1, got {self.num_readouts!r}")
         checks = (("tau", lambda v: v > 0, "> 0"), ("kappa0", lambda v: v >= 0, ">= 0"),
-                  ("mismatch", lambda v: v >= 0, ">= 0"))
+                  ("mismatch", lambda v: v >= 0, ">= 0"), ("readout_interval", lambda v: v > 0, "> 0"))
         for name, ok, what in checks:
             value = getattr(self, name)
             if _concrete(value) and not (bool(np.isfinite(value)) and bool(ok(np.asarray(value)))):
@@ -76,6 +86,11 @@ class AnalogDevice(eqx.Module):
         """True when ``kappa0`` is a concrete zero, so no thermal noise is drawn; a traced ``kappa0`` (under
         ``jax.jit`` or ``optax.inject_hyperparams``) counts as noisy."""
         return _concrete(self.kappa0) and bool(np.asarray(self.kappa0) == 0)
+
+    @property
+    def readout_time(self) -> float | Float[Array, ""]:
+        """Run time the readout adds after a run, units of tau: ``(num_readouts - 1) readout_interval``."""
+        return (self.num_readouts - 1) * self.readout_interval
 
     @property
     def is_ideal_couplings(self) -> bool:

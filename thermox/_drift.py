@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, ArrayLike, Float
 
+from ._conditioning import warn_if_ill_conditioned
 from ._eigh import eigh
 from ._krylov import krylov_apply, lanczos_fn
 from ._spectral import ScalarFn
@@ -43,12 +44,20 @@ class AbstractDrift(eqx.Module):
         """``A x`` for a vector or, column by column, a matrix."""
         return _columnwise(self.matvec, x)
 
+    def spectrum_bounds(self) -> tuple[Float[Array, ""], Float[Array, ""]] | None:
+        """A lower bound of the smallest and an upper bound of the largest eigenvalue when known without extra work
+        (from a decomposition already made), else None."""
+        return None
+
     def apply_fn(self, fn: ScalarFn, x: Float[Array, "n *k"], *, krylov_dim: int, krylov_rtol: float):
-        """``f(A) x`` by Lanczos from the matvec alone (the matrix-free exact path)."""
+        """``f(A) x`` by Lanczos from the matvec alone (the matrix-free exact path); a
+        :class:`thermox.ConditioningWarning` when the Ritz values' ``max |f| / min |f|`` exceeds what the precision
+        resolves."""
         dim = min(krylov_dim, self.size)
-        return _columnwise(
-            lambda v: krylov_apply(self.matvec, fn, v, dim=dim, rtol=krylov_rtol), x
-        )
+        apply = lambda v: krylov_apply(self.matvec, fn, v, dim=dim, rtol=krylov_rtol)
+        out, ratio = apply(x) if x.ndim == 1 else jax.vmap(apply, in_axes=1, out_axes=(1, 0))(x)
+        warn_if_ill_conditioned(jnp.max(ratio), x.dtype)
+        return out
 
 
 class DenseDrift(AbstractDrift):
@@ -100,6 +109,9 @@ class EigenDrift(AbstractDrift):
     def mv(self, x):
         w = self.eigenvalues if x.ndim == 1 else self.eigenvalues[:, None]
         return self.eigenvectors @ (w * (self.eigenvectors.T @ x))
+
+    def spectrum_bounds(self):
+        return self.eigenvalues[0], self.eigenvalues[-1]
 
     def apply_fn(self, fn, x, **_):
         f = fn(self.eigenvalues)
@@ -156,6 +168,15 @@ class LowRankDrift(AbstractDrift):
     def mv(self, x):
         return self.shift * x + _columnwise(lambda v: self.factor(self.factor_transpose(v)), x)
 
+    def spectrum_bounds(self):
+        """``shift`` and ``shift + s_max``: ``s_max`` from the Gram's ``eigh`` when done, else bounded by the row-sum
+        norm of the Gram."""
+        if self.gram_eigen is not None:
+            top = jnp.maximum(self.gram_eigen[0][-1], 0.0)
+        else:
+            top = jnp.max(jnp.sum(jnp.abs(self.gram), axis=1))
+        return self.shift, self.shift + top
+
     def diagonalized(self) -> "LowRankDrift":
         """The same drift with the r x r ``eigh`` of the Gram matrix done once, for several ``apply_fn`` calls."""
         s, Q = eigh(self.gram)
@@ -207,8 +228,8 @@ class LowRankDrift(AbstractDrift):
         def gram_fn(c):
             if self.gram_eigen is not None:
                 return self._gram_fn_eigh(g, c)
-            coef, converged, _ = lanczos_fn(lambda q: self.gram @ q, g, c, dim=krylov_dim, rtol=krylov_rtol)
-            return jax.lax.cond(converged, lambda: coef, lambda: self._gram_fn_eigh(g, c))
+            lanczos = lanczos_fn(lambda q: self.gram @ q, g, c, dim=krylov_dim, rtol=krylov_rtol)
+            return jax.lax.cond(lanczos.converged, lambda: lanczos.value, lambda: self._gram_fn_eigh(g, c))
 
         return _columnwise(lambda v: f_shift * v + self.factor(gram_fn(self.factor_transpose(v))), x)
 

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._drift import DenseDrift, EigenDrift, LowRankDrift, as_drift
+from ._drift import EigenDrift, as_drift
 from ._evolve import check_time, check_vector
+from ._methods import AbstractMethod, ClosedForm, MethodName, resolve_method
 from ._spectral import OULaw
 
 
@@ -21,15 +22,15 @@ def sample_path(
     key: PRNGKeyArray,
     ts: Float[ArrayLike, " m"],
     kappa0: float | Float[Array, ""] = 1.0,
-    krylov_dim: int = 64,
-    krylov_rtol: float | None = None,
+    method: AbstractMethod | MethodName = "auto",
 ) -> Float[Array, "m n"]:
     r"""Exact sample of ``dx = -(A x - b) ds + sqrt(2 kappa0) dW`` at the times ``ts`` (units of tau).
 
     ``x(ts[0]) = x0``; each later point is drawn from the exact Gaussian transition over ``ts[i] - ts[i-1]``.
-    A dense or ``EigenDrift`` drift works in the eigenbasis: one ``eigh`` and two n x n products for the whole
-    path, then O(n) per time point. Other drifts apply the transition with their own exact (low-rank) or
-    Krylov functions per step.
+    With ``thermox.Exact()`` (``"auto"`` for a dense or ``EigenDrift`` drift) it works in the eigenbasis: one
+    ``eigh`` and two n x n products for the whole path, then O(n) per time point. Other drifts, or
+    ``thermox.Krylov(dim, rtol)``, apply the transition with their own exact (low-rank) or Krylov functions per
+    step. A ``Diffrax`` method is refused: the path is sampled from the exact law.
 
     Note: the public ``thermox`` package writes ``dx = -A (x - b) dt + sqrt(D) dW``; the same process here
     has bias ``A b`` and ``kappa0 = D / 2``.
@@ -44,13 +45,16 @@ def sample_path(
     if ts.ndim != 1 or ts.shape[0] < 1:
         raise ValueError(f"thermox: ts must be a non-empty 1-D array of times, got shape {ts.shape}")
     kappa0 = check_time(kappa0, "kappa0")
+    method = resolve_method(method, drift, None)
+    if not isinstance(method, ClosedForm):
+        raise ValueError(f"thermox: sample_path samples the exact law: use thermox.Exact() or thermox.Krylov(), "
+                         f"not {type(method).__name__}")
     steps = jnp.diff(ts)
     steps = eqx.error_if(steps, jnp.any(steps < 0) | ~jnp.all(jnp.isfinite(ts)),
                          "thermox: ts must be finite and non-decreasing")
     noise = jr.normal(key, (steps.shape[0], x0.shape[0]), x0.dtype)
 
-    if isinstance(drift, DenseDrift):
-        drift = drift.eigen()
+    drift = method.prepare(drift)
     if isinstance(drift, EigenDrift):
         w, V = drift.eigenvalues, drift.eigenvectors
         y0, beta = V.T @ x0, V.T @ b
@@ -64,14 +68,10 @@ def sample_path(
         _, ys = jax.lax.scan(step, y0, (steps, noise))
         return jnp.concatenate([x0[None], ys @ V.T], axis=0)
 
-    rtol = krylov_rtol if krylov_rtol is not None else max(1e-10, 1e3 * float(jnp.finfo(x0.dtype).eps))
-    if isinstance(drift, LowRankDrift):
-        drift = drift.prepared(krylov_dim)  # one eigh of a small Gram for the whole path, not two per step
-
     def general_step(x, inputs):
         dt, z = inputs
         law = OULaw(dt, jnp.asarray(kappa0, x0.dtype), None)
-        apply = lambda fn, v: drift.apply_fn(fn, v, krylov_dim=krylov_dim, krylov_rtol=rtol)
+        apply = lambda fn, v: method.apply_fn(drift, fn, v)
         x = x + apply(law.mean_gain, b - drift.mv(x)) + apply(law.noise_gain, z)
         return x, x
 

@@ -79,9 +79,9 @@ def integrate(
     b: Float[Array, "n *k"],
     x0: Float[Array, "n *k"],
     *,
-    key: PRNGKeyArray,
+    key: PRNGKeyArray | None,
     t: float,
-    kappa0: Float[Array, ""],
+    kappa0: Float[Array, ""] | None,
     dt: float,
     solver: diffrax.AbstractSolver,
     window: float | None = None,
@@ -93,19 +93,13 @@ def integrate(
     ``t`` and ``dt`` must be concrete: the number of steps ``ceil(t / dt)`` is static. With
     ``brownian_tol=None`` the Brownian motion is a fast ``UnsafeBrownianPath`` (fresh increments each
     step); a float selects a ``VirtualBrownianTree`` with that tolerance, so runs with different ``dt`` see
-    the same Brownian path (used to measure strong convergence).
+    the same Brownian path (used to measure strong convergence). ``kappa0=None`` is a noiseless run: without
+    a key and with a solver of ODEs (Euler, Heun, ...) it has no Brownian path; otherwise a zero-weighted one.
     """
     num_steps = max(1, math.ceil(t / dt - 1e-9))
     step = t / num_steps
     start = t - window if window is not None else t
     weight = 1.0 / window if window is not None else 0.0
-    sigma = jnp.sqrt(2.0 * kappa0)
-    shape = jax.ShapeDtypeStruct(x0.shape, x0.dtype)
-    levy = diffrax.SpaceTimeLevyArea if _needs_levy_area(solver) else diffrax.BrownianIncrement
-    if brownian_tol is None:
-        bm = diffrax.UnsafeBrownianPath(shape=shape, key=key, levy_area=levy)
-    else:
-        bm = diffrax.VirtualBrownianTree(0.0, t, tol=brownian_tol, shape=shape, key=key, levy_area=levy)
 
     def vector_field(s, y, args):
         x, _ = y
@@ -113,7 +107,21 @@ def integrate(
         inside = jnp.where(s >= start - 1e-9 * t, weight, 0.0)
         return (b - drift.mv(x), inside * x)
 
-    terms = diffrax.MultiTerm(diffrax.ODETerm(vector_field), IsotropicNoise(sigma, bm))
+    terms = diffrax.ODETerm(vector_field)
+    if key is not None or kappa0 is not None or solver.term_structure is not diffrax.AbstractTerm:
+        # An SDE-only solver (ShARK, SRA1, ...) needs the noise term even when kappa0 = 0 (then weighted by zero);
+        # with a key it is kept too, so that a noiseless run's numbers do not depend on a key being passed.
+        if key is None:
+            raise ValueError(f"thermox.Diffrax: {type(solver).__name__} integrates an SDE: pass key= (the PRNG key "
+                             "of the Brownian path)")
+        kappa0 = jnp.zeros((), x0.dtype) if kappa0 is None else kappa0
+        shape = jax.ShapeDtypeStruct(x0.shape, x0.dtype)
+        levy = diffrax.SpaceTimeLevyArea if _needs_levy_area(solver) else diffrax.BrownianIncrement
+        if brownian_tol is None:
+            bm = diffrax.UnsafeBrownianPath(shape=shape, key=key, levy_area=levy)
+        else:
+            bm = diffrax.VirtualBrownianTree(0.0, t, tol=brownian_tol, shape=shape, key=key, levy_area=levy)
+        terms = diffrax.MultiTerm(terms, IsotropicNoise(jnp.sqrt(2.0 * kappa0), bm))
     if saturation is not None:
         solver = SaturatingSolver(solver, saturation)
     sol = diffrax.diffeqsolve(

@@ -17,6 +17,14 @@ from .._solvers import CGSolver, DenseSolver, ThermodynamicSolver, WoodburySolve
 from ._transform import NaturalGradientState, scale_by_natural_gradient
 
 
+def _device_method(method, dt, sde_solver) -> thermox.AbstractMethod:
+    """The thermox method of the aliases' arguments: ``method="diffrax"`` integrates with ``sde_solver`` (Euler by
+    default) at step ``dt``; any other name or method object is passed to thermox as it is."""
+    if isinstance(method, str) and method == "diffrax":
+        return thermox.Diffrax(diffrax.Euler() if sde_solver is None else sde_solver, dt)
+    return thermox.as_method(method)
+
+
 def tngd(
     learning_rate: ScalarOrSchedule,
     *,
@@ -30,7 +38,7 @@ def tngd(
     momentum: float | None = None,
     curvature: CurvatureKind = "ggn",
     reset: bool = False,
-    method: str = "auto",
+    method: str | thermox.AbstractMethod = "auto",
     dt: float = 0.1,
     sde_solver: diffrax.AbstractSolver | None = None,
     nonfinite: NonFinitePolicy = "skip",
@@ -44,8 +52,8 @@ def tngd(
     exact law from the low-rank structure of ``G``. See :class:`ThermodynamicSolver` for ``delay`` and ``reset``
     and :func:`scale_by_natural_gradient` for the rest. ``update`` needs ``batch=(inputs, targets)``.
     """
-    solver = ThermodynamicSolver(device=device, t=t, delay=delay, reset=reset, method=method, dt=dt,
-                                 sde_solver=sde_solver)
+    solver = ThermodynamicSolver(device=device, t=t, delay=delay, reset=reset,
+                                 method=_device_method(method, dt, sde_solver))
     direction = scale_by_natural_gradient(solver, predict_fn=predict_fn, loss=loss, damping=damping,
                                           curvature=curvature, key=key, nonfinite=nonfinite)
     return with_learning_rate(direction, learning_rate, momentum, NaturalGradientState)
@@ -66,15 +74,15 @@ def tngd_adam(
     key: PRNGKeyArray | None = None,
     curvature: CurvatureKind = "ggn",
     reset: bool = False,
-    method: str = "auto",
+    method: str | thermox.AbstractMethod = "auto",
     dt: float = 0.02,
     sde_solver: diffrax.AbstractSolver | None = None,
     nonfinite: NonFinitePolicy = "skip",
 ) -> optax.GradientTransformationExtraArgs:
     """TNGD-Adam: the device's estimate ``g~`` fed to Adam in place of the gradient (the paper's QA runs used
     ``b1 = b2 = 0``, the defaults here). Arguments as in :func:`tngd`."""
-    solver = ThermodynamicSolver(device=device, t=t, delay=delay, reset=reset, method=method, dt=dt,
-                                 sde_solver=sde_solver)
+    solver = ThermodynamicSolver(device=device, t=t, delay=delay, reset=reset,
+                                 method=_device_method(method, dt, sde_solver))
     direction = scale_by_natural_gradient(solver, predict_fn=predict_fn, loss=loss, damping=damping,
                                           curvature=curvature, key=key, nonfinite=nonfinite)
     return skip_nonfinite(optax.chain(direction, optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
