@@ -15,8 +15,8 @@ from ._kfac import KFACState as KFACState
 from ._kfac import kfac as kfac
 from ._kfac import scale_by_kfac as scale_by_kfac
 from ._kfac import thermo_kfac as thermo_kfac
-from ._kfac_solvers import DigitalKronecker as DigitalKronecker
-from ._kfac_solvers import ThermoKronecker as ThermoKronecker
+from ._kfac._solvers import DigitalKronecker as DigitalKronecker
+from ._kfac._solvers import ThermoKronecker as ThermoKronecker
 from ._losses import CallableLoss as CallableLoss
 from ._losses import Loss as Loss
 from ._losses import MeanSquaredError as MeanSquaredError
@@ -35,10 +35,10 @@ from ._parallel import distribute as distribute
 from ._parallel import replicate as replicate
 from ._parallel import shard_batch as shard_batch
 from ._solver import AbstractDampedSolver as AbstractDampedSolver
-from ._solvers import CGSolver as CGSolver
-from ._solvers import DenseSolver as DenseSolver
-from ._solvers import ThermodynamicSolver as ThermodynamicSolver
-from ._solvers import WoodburySolver as WoodburySolver
+from ._ngd._solvers import CGSolver as CGSolver
+from ._ngd._solvers import DenseSolver as DenseSolver
+from ._ngd._solvers import ThermodynamicSolver as ThermodynamicSolver
+from ._ngd._solvers import WoodburySolver as WoodburySolver
 from ._work import DIGITAL_KINDS as DIGITAL_KINDS
 from ._work import Work as Work
 from ._work import analog as analog_work

@@ -172,8 +172,6 @@ def private_thermox_uses(path: pathlib.Path) -> list[str]:
     return sorted(set(found))
 
 
-@pytest.mark.xfail(strict=False, reason="kfac_thermo/_kfac_solvers.py imports thermox._eigh and thermox._evolve "
-                                        "(the device-protocol change of issue #12 removes them)")
 def test_no_thermox_private_name_is_used_outside_thermox():
     files = [path for folder in ("experiments", "kfac_thermo", "scripts") for path in (ROOT / folder).rglob("*.py")]
     uses = [use for path in sorted(files + list(ROOT.glob("*.py"))) for use in private_thermox_uses(path)]

@@ -20,7 +20,7 @@ import thermox
 from thermox.cost import analog_cost
 from experiments.models import split_model
 from kfac_thermo._curvature import KFACModel, batch_statistics, factors
-from kfac_thermo._kfac_solvers import factored_damping
+from kfac_thermo._kfac._solvers import factored_damping
 
 EPS = ref.EPS64
 LOSS = "softmax_cross_entropy"

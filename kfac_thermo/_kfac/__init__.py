@@ -1,6 +1,6 @@
 """The K-FAC family: ``scale_by_kfac`` (Kronecker-factored curvature blocks refreshed periodically, each solved by
-a damped solver) and its aliases digital ``kfac`` and ``thermo_kfac``. Its solvers live in
-``kfac_thermo._kfac_solvers`` for now."""
+a damped solver: digital inverses or eigendecompositions, or the thermodynamic device) and its aliases digital
+``kfac`` and ``thermo_kfac``."""
 
 from ._alias import kfac as kfac
 from ._alias import thermo_kfac as thermo_kfac

@@ -12,7 +12,7 @@ import thermox
 
 from .._common import NonFinitePolicy, ScalarOrSchedule, with_learning_rate
 from .._curvature import CurvatureKind, Fallback
-from .._kfac_solvers import DampingMode, DigitalKronecker, ThermoKronecker, ThermoMethod
+from ._solvers import DampingMode, DigitalKronecker, ThermoKronecker, ThermoMethod
 from .._losses import LossSpec
 from ._transform import KFACState, scale_by_kfac
 

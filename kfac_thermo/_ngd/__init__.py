@@ -1,6 +1,6 @@
 """The natural-gradient family: ``scale_by_natural_gradient`` (the batch curvature ``G + damping I`` solved by any
-damped solver each step) and its aliases TNGD, TNGD-Adam and the digital NGD baselines. Its solvers live in
-``kfac_thermo._solvers`` for now."""
+damped solver each step), its solvers (dense, Woodbury, CG and the thermodynamic device) and its aliases TNGD,
+TNGD-Adam and the digital NGD baselines."""
 
 from ._alias import ngd as ngd
 from ._alias import ngd_cg as ngd_cg

@@ -13,7 +13,7 @@ import thermox
 from .._common import NonFinitePolicy, ScalarOrSchedule, skip_nonfinite, with_learning_rate
 from .._curvature import CurvatureKind
 from .._losses import LossSpec
-from .._solvers import CGSolver, DenseSolver, ThermodynamicSolver, WoodburySolver
+from ._solvers import CGSolver, DenseSolver, ThermodynamicSolver, WoodburySolver
 from ._transform import NaturalGradientState, scale_by_natural_gradient
 
 

@@ -25,9 +25,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 import thermox
 from thermox import eigh, spd_inverse, spd_inverse_flops
 
-from ._kernels import kernel_work, matmul_work
-from ._solver import AbstractDampedSolver
-from ._work import Work, analog, sequential
+from .._kernels import kernel_work, matmul_work
+from .._solver import AbstractDampedSolver
+from .._work import Work, analog, sequential
 
 DampingMode = Literal["factored", "exact"]
 DAMPING_MODES = ("factored", "exact")

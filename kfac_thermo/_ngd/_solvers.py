@@ -20,11 +20,11 @@ from jaxtyping import Array, Float
 
 import thermox
 
-from ._common import warn_if_ill_conditioned
-from ._curvature import BatchCurvature
-from ._kernels import kernel_work
-from ._solver import AbstractDampedSolver
-from ._work import Work, analog
+from .._common import warn_if_ill_conditioned
+from .._curvature import BatchCurvature
+from .._kernels import kernel_work
+from .._solver import AbstractDampedSolver
+from .._work import Work, analog
 
 
 class _StatelessSolver(AbstractDampedSolver):
