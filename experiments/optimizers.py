@@ -24,7 +24,8 @@ def build_device(cfg) -> thermox.AnalogDevice:
     return thermox.AnalogDevice(
         kappa0=cfg.kappa0, dac_bits=cfg.dac_bits, adc_bits=cfg.adc_bits, coupling_bits=cfg.coupling_bits,
         dac_range=cfg.dac_range, adc_range=cfg.adc_range, mismatch=cfg.mismatch, saturation=cfg.saturation,
-        capacity=cfg.capacity, key=jr.key(cfg.seed) if cfg.mismatch > 0 else None,
+        capacity=cfg.capacity, num_readouts=cfg.num_readouts, readout_interval=cfg.readout_interval,
+        key=jr.key(cfg.seed) if cfg.mismatch > 0 else None,
     )
 
 
@@ -56,8 +57,8 @@ def build_optimizer(cfg, device_cfg, *, predict_fn: Callable, loss: Any, seed: i
         )
     if name == "tngd_adam":
         return kfac_thermo.tngd_adam(
-            cfg.learning_rate, t=cfg.t, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, delay=cfg.delay, method=cfg.method,
-            dt=cfg.dt, curvature=curvature, device=device, key=key, **common,
+            cfg.learning_rate, t=cfg.t, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, delay=cfg.delay, reset=cfg.reset,
+            method=cfg.method, dt=cfg.dt, curvature=curvature, device=device, key=key, **common,
         )
     if name in ("kfac", "thermo_kfac"):
         factory = getattr(kfac_thermo, name)

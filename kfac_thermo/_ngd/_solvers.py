@@ -140,17 +140,22 @@ class ThermodynamicSolver(AbstractDampedSolver):
     r"""TNGD's analog solve (the paper's Algorithm 1) on a simulated :class:`thermox.AnalogDevice`.
 
     The device holds ``G + damping I`` as its couplings (the factor ``W`` programmed, i.e. quantized and
-    mismatched, as three resistor arrays) and the gradient as its bias, and runs for ``t`` tau from its previous
-    node voltages (from the gradient on the first step, or every step with ``reset=True``). With ``delay > 0`` it
-    then keeps running ``delay`` tau on these (by then stale) inputs, as it does while the host computes the next
-    step's curvature and gradient; the next step starts from there. The readout, taken after ``t``, goes through
-    the ADC (``device.num_readouts`` samples averaged); the voltages themselves carry over (the solver state).
+    mismatched, as three resistor arrays) and the gradient as its bias, and runs for ``t`` tau. Its start state
+    follows the paper's Appendix B: the state "can be reset at each iteration, or not, in which case t_d > 0". By
+    default (``reset=None``) the node voltages are reset to the gradient every step when ``delay = 0`` (then
+    ``t -> 0`` is SGD and ``t -> inf`` NGD, section 4's limits), and carried over when ``delay > 0``: after the
+    readout the device keeps running ``delay`` tau on these (by then stale) inputs, as it does while the host
+    computes the next step's curvature and gradient, and the next step starts from there (which acts like
+    momentum). ``reset=True`` / ``False`` force either mode (carrying over at ``delay = 0`` accumulates the
+    device noise from step to step). The first step always starts from the gradient. The readout, taken after
+    ``t``, goes through the ADC (``device.num_readouts`` samples averaged).
 
     Attributes:
         device: the chip.
         t: run time per step, units of tau.
         delay: run time on stale inputs before each step's run, units of tau.
-        reset: start every step from the gradient instead of the previous voltages.
+        reset: start every step from the gradient (True), from the previous voltages (False), or (None, the
+            default) reset exactly when ``delay == 0``.
         method: how thermox simulates the runs, a method object or its name: ``thermox.Auto()`` (default) is the
             exact low-rank law (``Diffrax`` when the device saturates); ``thermox.EulerMaruyama(dt=0.1)`` the
             papers' simulation.
@@ -164,7 +169,7 @@ class ThermodynamicSolver(AbstractDampedSolver):
     device: thermox.AnalogDevice = thermox.AnalogDevice()
     t: float | Float[Array, ""] = 50.0
     delay: float | Float[Array, ""] = 0.0
-    reset: bool = eqx.field(static=True, default=False)
+    reset: bool | None = eqx.field(static=True, default=None)
     method: thermox.AbstractMethod = eqx.field(default="auto", converter=thermox.as_method)
 
     @property
@@ -209,7 +214,8 @@ class ThermodynamicSolver(AbstractDampedSolver):
         drift = eqx.tree_at(lambda d: d.gram, drift, jnp.where(finite, drift.gram, 0.0))
         g, state = (jnp.where(finite, a, 0.0) for a in (g, state))
         programmed = thermox.program(self.device, drift, method=self.method)
-        start = jnp.where((count == 0) | self.reset, programmed.load(g), state)
+        reset = (jnp.asarray(self.delay) == 0) if self.reset is None else self.reset
+        start = jnp.where((count == 0) | reset, programmed.load(g), state)
         key_run, key_stale = (None, None) if key is None else jax.random.split(key)
         readout = programmed.readout(g, start, key=key_run, t=self.t)
         carried = readout.voltages
