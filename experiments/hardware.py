@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import OmegaConf
 
-from kfac_thermo import DIGITAL_KINDS, Work, digital_work, total_work
+from kfac_thermo import DIGITAL_KINDS, Work, digital_work, sequential_work, work_records
 from thermox.cost import AnalogPlatform, analog_cost
 
 PRESETS = pathlib.Path(__file__).resolve().parent.parent / "configs" / "hardware"
@@ -382,15 +382,17 @@ class RunAccounting:
                 for name in ("modeled", "paper") for unit, field in (("time_s", "time_s"), ("energy_j", "energy_j"))}
 
 
+@functools.lru_cache(maxsize=None)
 def gradient_work(examples: int, params: int) -> Work:
-    """The gradient's own model passes (one forward, one reverse over the batch), which every optimizer needs."""
-    return digital_work(forward_passes=1, reverse_passes=1, examples=examples, params=params)
+    """The gradient's own model passes (one forward, one reverse over the batch), which every optimizer needs (host
+    numbers)."""
+    return jax.device_get(digital_work(forward_passes=1, reverse_passes=1, examples=examples, params=params))
 
 
 def step_work(opt_state: Any, examples: int, params: int) -> Work:
-    """A training step's whole work: the gradient's passes, then the optimizer's records (``kfac_thermo``'s work
-    records in its state), read to the host."""
-    return gradient_work(examples, params).then(jax.device_get(total_work(opt_state)))
+    """A training step's whole work, as host numbers: the gradient's passes, then the optimizer's records
+    (``kfac_thermo``'s work records in its state)."""
+    return sequential_work([gradient_work(examples, params), *jax.device_get(work_records(opt_state))])
 
 
 @functools.lru_cache(maxsize=None)

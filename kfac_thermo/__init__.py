@@ -43,6 +43,8 @@ from ._work import DIGITAL_KINDS as DIGITAL_KINDS
 from ._work import Work as Work
 from ._work import analog as analog_work
 from ._work import digital as digital_work
+from ._work import parallel as parallel_work
+from ._work import sequential as sequential_work
 
 __all__ = [
     "AbstractDampedSolver",
@@ -69,6 +71,8 @@ __all__ = [
     "as_loss",
     "data_mesh",
     "digital_work",
+    "parallel_work",
+    "sequential_work",
     "distribute",
     "kfac",
     "kfac_blocks",

@@ -18,6 +18,7 @@ from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 DIGITAL_KINDS = ("gram", "cholesky", "eigh", "inverse", "precondition", "update")
@@ -91,7 +92,7 @@ class Work(NamedTuple):
     def then(self, other: "Work") -> "Work":
         """This work followed by ``other`` on the same hardware: everything adds up (analog runs one after the
         other); ``examples``, ``params``, the bits and the number of parallel solvers are the larger of the two."""
-        return _combine([self, other], analog_tau=jnp.add, solvers=jnp.maximum)
+        return _combine([self, other], parallel_runs=False)
 
     def where(self, condition: Array, other: "Work") -> "Work":
         """This record where ``condition`` holds, else ``other`` (for work done under ``lax.cond``)."""
@@ -111,15 +112,24 @@ class Work(NamedTuple):
 
     @classmethod
     def from_dict(cls, record: dict) -> "Work":
-        """The inverse of :meth:`as_dict` (a record read back from ``metrics.jsonl``)."""
+        """The inverse of :meth:`as_dict` (a record read back from ``metrics.jsonl``), as host (numpy float32)
+        numbers, exactly as the run's own records read to the host."""
         missing = set(cls._fields) - set(record)
         if missing:
             raise ValueError(f"a work record needs the fields {sorted(missing)}")
-        return cls(**{name: (_by_kind(record[name]) if name in ("flops", "bytes", "kernels")
-                             else _scalar(record[name])) for name in cls._fields})
+        host = lambda value: np.asarray(value, np.float32)
+        return cls(**{name: ({kind: host(value) for kind, value in record[name].items()}
+                             if name in ("flops", "bytes", "kernels") else host(record[name]))
+                      for name in cls._fields})
 
 
-def _combine(works: Sequence[Work], *, analog_tau, solvers) -> Work:
+def _maximum(a, b):
+    """``max(a, b)`` elementwise: in numpy for host values (records read back from a run), else in jax."""
+    host = not any(isinstance(v, (jax.Array, jax.core.Tracer)) for v in (a, b))
+    return np.maximum(a, b) if host else jnp.maximum(a, b)
+
+
+def _combine(works: Sequence[Work], *, parallel_runs: bool) -> Work:
     first, *rest = works
     out = first._asdict()
     for work in rest:
@@ -127,11 +137,11 @@ def _combine(works: Sequence[Work], *, analog_tau, solvers) -> Work:
             if name in ("flops", "bytes", "kernels"):
                 out[name] = {k: out[name][k] + value[k] for k in DIGITAL_KINDS}
             elif name == "analog_tau":
-                out[name] = analog_tau(out[name], value)
+                out[name] = _maximum(out[name], value) if parallel_runs else out[name] + value
             elif name == "analog_solvers":
-                out[name] = solvers(out[name], value)
+                out[name] = out[name] + value if parallel_runs else _maximum(out[name], value)
             elif name in ("examples", "params", "dac_bits", "coupling_bits", "adc_bits"):
-                out[name] = jnp.maximum(out[name], value)
+                out[name] = _maximum(out[name], value)
             else:
                 out[name] = out[name] + value
     return Work(**out)
@@ -139,13 +149,13 @@ def _combine(works: Sequence[Work], *, analog_tau, solvers) -> Work:
 
 def sequential(works: Sequence[Work]) -> Work:
     """Works done one after another (:meth:`Work.then` folded); :meth:`Work.zero` for none."""
-    return _combine([Work.zero(), *works], analog_tau=jnp.add, solvers=jnp.maximum)
+    return _combine(list(works) or [Work.zero()], parallel_runs=False)
 
 
 def parallel(works: Sequence[Work]) -> Work:
     """Works on separate analog solvers sharing one host and one link (K-FAC's layers): digital work and
     transfers add up, analog run times overlap (the longest counts) and the solvers add up."""
-    return _combine([Work.zero(), *works], analog_tau=jnp.maximum, solvers=jnp.add)
+    return _combine(list(works) or [Work.zero()], parallel_runs=True)
 
 
 def digital(

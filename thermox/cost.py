@@ -25,7 +25,9 @@ import math
 from typing import NamedTuple
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 
@@ -91,15 +93,22 @@ class AnalogCost(NamedTuple):
     energy_j: Float[Array, ""]
 
 
+def _array_module(*values):
+    """numpy for host numbers (pricing recorded work after a run), jax.numpy for jax arrays and tracers."""
+    return jnp if any(isinstance(v, (jax.Array, jax.core.Tracer)) for v in values) else np
+
+
 def transfer_time(num_values: ArrayLike, *, bits: ArrayLike, platform: AnalogPlatform) -> Float[Array, ""]:
     """Seconds to move ``num_values`` values of ``bits`` bits (0: the platform's ``conversion_bits``) over the
     platform's links."""
-    return jnp.asarray(num_values, float) * _bits(bits, platform) / (platform.link_bandwidth_bps * platform.links)
+    xp = _array_module(num_values, bits)
+    return xp.asarray(num_values, float) * _bits(bits, platform) / (platform.link_bandwidth_bps * platform.links)
 
 
 def _bits(bits: ArrayLike, platform: AnalogPlatform) -> Float[Array, ""]:
-    bits = jnp.asarray(bits, float)
-    return jnp.where(bits > 0, bits, float(platform.conversion_bits))
+    xp = _array_module(bits)
+    bits = xp.asarray(bits, float)
+    return xp.where(bits > 0, bits, float(platform.conversion_bits))
 
 
 def analog_cost(
@@ -123,15 +132,17 @@ def analog_cost(
         dac_bits, coupling_bits, adc_bits: bits per value (0: an ideal converter, at ``conversion_bits``).
         platform: the hardware constants.
     """
-    couplings_moved = 0.0 if platform.on_chip_couplings else jnp.asarray(coupling_values, float)
+    xp = _array_module(dac_values, coupling_values, adc_values, analog_tau, resistor_tau, dac_bits, coupling_bits,
+                       adc_bits)
+    couplings_moved = 0.0 if platform.on_chip_couplings else xp.asarray(coupling_values, float)
     program_s = transfer_time(couplings_moved, bits=coupling_bits, platform=platform)
     input_s = transfer_time(dac_values, bits=dac_bits, platform=platform)
     output_s = transfer_time(adc_values, bits=adc_bits, platform=platform)
-    analog_s = jnp.asarray(analog_tau, float) * platform.tau_s
+    analog_s = xp.asarray(analog_tau, float) * platform.tau_s
     conversions = [(couplings_moved, coupling_bits), (dac_values, dac_bits), (adc_values, adc_bits)]
-    link_j = sum(jnp.asarray(v, float) * _bits(b, platform) for v, b in conversions) * platform.link_energy_per_bit_j
-    converter_j = sum(jnp.asarray(v, float) * 2.0 ** _bits(b, platform) for v, b in conversions) * platform.converter_fom_j
-    resistor_j = (jnp.asarray(resistor_tau, float) * platform.tau_s
+    link_j = sum(xp.asarray(v, float) * _bits(b, platform) for v, b in conversions) * platform.link_energy_per_bit_j
+    converter_j = sum(xp.asarray(v, float) * 2.0 ** _bits(b, platform) for v, b in conversions) * platform.converter_fom_j
+    resistor_j = (xp.asarray(resistor_tau, float) * platform.tau_s
                   * platform.signal_voltage_v**2 / platform.resistance_ohm)
     return AnalogCost(program_s, input_s, analog_s, output_s, program_s + input_s + analog_s + output_s,
                       link_j + converter_j + resistor_j)
