@@ -15,8 +15,9 @@ papers' Euler-Maruyama simulation at dt = 0.1 tau, reset at every iteration unle
 (the main runs list no noise); ``Figure.note`` says where a figure's runs differ from the paper's. ``--quick``
 runs fewer seeds and steps and marks its rows. Without ``--data-dir`` the MNIST figures run on scikit-learn's
 digits, as a check of the pipeline (``<figure>-digits`` files). Runs go to
-``<runs>/<figure>/<label>-seed<k>-<config hash>`` (experiments.identity), so a run is reused only by the same
-resolved config; a larger ``--max-steps`` extends the runs of a smaller one.
+``<runs>/<task>-<optimizer>-<device>-seed<k>-<config hash>`` (experiments.identity), so a run is reused by any
+figure with the same resolved config and by no other; a larger ``--max-steps`` extends the runs of a smaller one
+(``--quick`` runs are the first steps of the full ones).
 """
 
 from __future__ import annotations
@@ -150,10 +151,11 @@ def compose_config(overrides: list[str]):
         return compose("config", overrides=overrides)
 
 
-def run_directory(runs: str, figure: str, label: str, seed: int, overrides: list[str]) -> pathlib.Path:
-    """``<runs>/<figure>/<label>-seed<k>-<hash>``: the hash of the resolved config (experiments.identity) tells
-    apart the same curve on other data (digits, MNIST) or settings."""
-    return pathlib.Path(runs) / figure / f"{label}-seed{seed}-{identity.config_hash(compose_config(overrides))}"
+def run_directory(runs: str, overrides: list[str]) -> pathlib.Path:
+    """``<runs>/<task>-<optimizer>-<device>-seed<k>-<hash>`` (``experiments.identity.run_name``): named by the
+    resolved config alone, so figures that share a configuration (fig3's TNGD is fig4a's t = 50 curve) share its
+    runs, and the same curve on other data (digits, MNIST) or settings gets another directory."""
+    return pathlib.Path(runs) / identity.run_name(compose_config(overrides))
 
 
 def output_stem(out: str, figure: str, task: list[str]) -> str:
@@ -188,7 +190,7 @@ def make_figure(figure: Figure, args) -> str:
     """Run (or reuse) every run of ``figure``, then write ``<out>/<name>.png`` and ``.md``; returns the markdown."""
     run_dirs, labels = [], []
     for curve, seed, job in figure_jobs(figure, args):
-        run_dir = run_directory(args.runs, figure.name, curve.label, seed, job)
+        run_dir = run_directory(args.runs, job)
         print(f"[{figure.name}] {curve.label} seed {seed} -> {run_dir}", flush=True)
         run_once(job, run_dir)
         run_dirs.append(str(run_dir))

@@ -48,10 +48,10 @@ FIGURE_JOB = ["task=digits", "run.progress=false", "run.plots=false", "optimizer
 
 
 def test_figures_name_run_directories_by_config():
-    digits = figures.run_directory("runs", "mnist", "adam", 0, FIGURE_JOB)
-    mnist = figures.run_directory("runs", "mnist", "adam", 0, ["task=mnist", "task.data_dir=/data", *FIGURE_JOB[1:]])
-    assert digits != mnist and digits.parent == mnist.parent and digits.name.startswith("adam-seed0-")
-    capped = figures.run_directory("runs", "mnist", "adam", 0, [*FIGURE_JOB, "run.max_steps=2"])
+    digits = figures.run_directory("runs", FIGURE_JOB)
+    mnist = figures.run_directory("runs", ["task=mnist", "task.data_dir=/data", *FIGURE_JOB[1:]])
+    assert digits != mnist and digits.parent == mnist.parent and digits.name.startswith("digits-adam-ideal-seed0-")
+    capped = figures.run_directory("runs", [*FIGURE_JOB, "run.max_steps=2"])
     assert capped == digits  # run control: a longer --max-steps extends the same run
     assert figures.output_stem("figures", "mnist", ["task=digits"]) == "figures/mnist-digits"
     assert figures.output_stem("figures", "mnist", ["task=mnist", "task.data_dir=/data"]) == "figures/mnist"

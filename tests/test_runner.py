@@ -79,7 +79,7 @@ MEASURED = ("wall_time_s", "paper_time_s", "paper_energy_j")
 
 def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     """A run stopped after its step-4 checkpoint and started again ends exactly like an uninterrupted one."""
-    common = ["optimizer=tngd", "device=paper", "run.eval_every=2", "run.checkpoint_every=4", *QUIET]
+    common = ["optimizer=tngd", "device=noisy", "run.eval_every=2", "run.checkpoint_every=4", *QUIET]
     full = run(make_config("run.max_steps=8", *common), str(tmp_path / "full"))
     run(make_config("run.max_steps=4", *common), str(tmp_path / "resumed"))
     resumed = run(make_config("run.max_steps=8", *common), str(tmp_path / "resumed"))

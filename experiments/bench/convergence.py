@@ -21,8 +21,8 @@ from experiments.rundir import read_metrics
 
 from .tables import fmt, markdown_table
 
-QUICK_LABELS = ("adam", "tngd-t50", "thermo-kfac")  # the issue's keys: TNGD and thermodynamic K-FAC vs Adam
-LABEL_KEYS = {"adam": "adam", "tngd-t50": "tngd", "ngd-exact": "ngd_woodbury", "thermo-kfac": "thermo_kfac",
+QUICK_LABELS = ("adam", "tngd", "thermo-kfac")  # the issue's keys: TNGD and thermodynamic K-FAC vs Adam
+LABEL_KEYS = {"adam": "adam", "tngd": "tngd", "ngd-exact": "ngd_woodbury", "thermo-kfac": "thermo_kfac",
               "thermo-kfac-ideal": "thermo_kfac_ideal"}
 THERMO_KFAC_MNIST_MAX_STEPS = 300  # both devices; Adam's median seed reaches 90% in ~220 steps
 HEADLINE_KEYS = ("tngd_steps_to_90_over_adam", "thermo_kfac_steps_to_90_over_adam", "tngd_steps_to_95_over_adam",
@@ -30,15 +30,17 @@ HEADLINE_KEYS = ("tngd_steps_to_90_over_adam", "thermo_kfac_steps_to_90_over_ada
 
 
 def convergence_runs(task: str) -> list[tuple[str, list[str]]]:
-    """(label, overrides): experiments.figures' MNIST figure (Adam, TNGD t = 50 on the paper's device, exact NGD)
-    plus thermodynamic K-FAC on the paper's device."""
-    runs = [(label, overrides) for label, overrides in figures.figure_runs("mnist", None)]
+    """(label, overrides): the TNGD paper's main MNIST runs (experiments.figures' fig3: Adam, TNGD at t = 50 tau on
+    the noiseless device, by its exact law here, and exact NGD) plus thermodynamic K-FAC on the thermal (kappa0 =
+    1e-6) and the ideal device."""
+    runs = [("adam", list(figures.ADAM.overrides)), ("tngd", [*figures.TNGD, figures.EXACT_LAW]),
+            ("ngd-exact", list(figures.NGD.overrides))]
     if task == "digits":  # exact NGD (Woodbury) adds nothing on digits but time
-        return [r for r in runs if r[0] != "ngd-exact"] + [("thermo-kfac", ["optimizer=thermo_kfac", "device=paper"])]
+        return runs[:2] + [("thermo-kfac", ["optimizer=thermo_kfac", "device=thermal"])]
     # MNIST: the CNN's first dense layer has a 5,409 x 5,409 input factor, so factors and device programming are
     # refreshed every 10 steps (~0.5-1 s per step here instead of ~5 s).
-    periods = ["optimizer.curvature_period=10", "optimizer.inverse_period=10"]
-    return runs + [("thermo-kfac", ["optimizer=thermo_kfac", "device=paper", *periods]),
+    periods = list(figures.KFAC_PERIODS)
+    return runs + [("thermo-kfac", ["optimizer=thermo_kfac", "device=thermal", *periods]),
                    ("thermo-kfac-ideal", ["optimizer=thermo_kfac", "device=ideal", *periods])]
 
 
@@ -86,7 +88,7 @@ def task_convergence(task: str, quick: bool, *, data_dir: str | None, seeds: int
         per_seed, via = [], set()
         for seed in range(seeds):
             job = base + overrides + extra + [f"seed={seed}"]
-            run_dir = figures.run_directory(str(folder), "", label, seed, job)
+            run_dir = figures.run_directory(str(folder), job)
             start = time.perf_counter()
             try:
                 via.add(run_config(job, run_dir))
@@ -138,7 +140,7 @@ def section(quick: bool, *, data_dir: str | None = None, seeds: int = 3, runs_di
     if quick:
         tasks["digits"] = task_convergence(
             "digits", quick, data_dir=None, seeds=seeds, runs_dir=runs_dir, eval_every=5,
-            max_steps={"adam": None, "tngd-t50": 60, "thermo-kfac": 100},
+            max_steps={"adam": None, "tngd": 60, "thermo-kfac": 100},
             labels=QUICK_LABELS if labels is None else labels)
         return {"primary": "digits", "tasks": tasks, "skipped": skipped}
     if data_dir is None or not any(pathlib.Path(data_dir, f"t10k-images-idx3-ubyte{ext}").exists()
@@ -149,7 +151,7 @@ def section(quick: bool, *, data_dir: str | None = None, seeds: int = 3, runs_di
                                       eval_every=10, labels=mnist_labels,
                                       max_steps={l: THERMO_KFAC_MNIST_MAX_STEPS for l in mnist_labels
                                                  if l.startswith("thermo-kfac")})
-    digits_labels = [l for l in ("adam", "tngd-t50", "thermo-kfac") if labels is None or l in labels]
+    digits_labels = [l for l in ("adam", "tngd", "thermo-kfac") if labels is None or l in labels]
     tasks["digits"] = task_convergence("digits", quick, data_dir=None, seeds=seeds, runs_dir=runs_dir,
                                        eval_every=5, max_steps={}, labels=digits_labels)
     return {"primary": "mnist", "tasks": tasks, "skipped": skipped}

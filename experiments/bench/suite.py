@@ -27,10 +27,10 @@ Sections (``--only`` / ``--skip`` take these names; one module of experiments.be
   convergence  steps and modeled hardware time to 90% and 95% test accuracy, each optimizer against Adam, 3
                seeds, median (experiments.run through Hydra, experiments.figures' configurations; finished run
                directories under --runs-dir are reused). Full run: the MNIST split in ../shared/data/mnist (Adam,
-               TNGD t = 50 on the paper's device, exact NGD, thermodynamic K-FAC refreshing every 10 steps on the
-               paper's and an ideal device, capped at 300 steps) plus digits (Adam, TNGD, thermodynamic K-FAC) as
-               a secondary task.
-               --quick: digits only (Adam, TNGD on the paper's device, thermodynamic K-FAC), evaluated every 5
+               the paper's main-run TNGD: t = 50 tau, noiseless, reset, by its exact law; exact NGD; thermodynamic
+               K-FAC refreshing every 10 steps on the thermal (kappa0 = 1e-6) and the ideal device, capped at 300
+               steps) plus digits (Adam, TNGD, thermodynamic K-FAC) as a secondary task.
+               --quick: digits only (Adam, TNGD, thermodynamic K-FAC on the thermal device), evaluated every 5
                steps, TNGD capped at 60 steps and thermodynamic K-FAC at 100.
 
 Every section times the same train step (experiments.bench.problems.cross_entropy_step: the trainer's
@@ -72,8 +72,8 @@ bench.json keys (schema "bench/1"; a value that could not be measured is null an
   ratios_median.*                                the same ratios of medians
   convergence.<opt>_steps_to_<p>_over_adam       median steps to p% test accuracy / Adam's on the primary task
                                                  (meta.convergence_task: mnist, or digits with --quick); p = 90,
-                                                 95; opt = tngd (paper device), tngd_t50_ideal, thermo_kfac
-                                                 (paper device), thermo_kfac_ideal, ngd_woodbury; null with the reason
+                                                 95; opt = tngd (the paper's main runs), thermo_kfac (thermal
+                                                 device), thermo_kfac_ideal, ngd_woodbury; null with the reason
                                                  where Adam (or the optimizer) does not reach p%
   convergence.<opt>_modeled_time_to_<p>_over_adam  the same for modeled hardware time
   convergence.digits_<...>                       the same on digits, the full run's secondary task
