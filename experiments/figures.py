@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import pathlib
 
+import numpy as np
 from hydra import compose, initialize_config_dir
 
-from . import identity, rundir
+from . import hardware, identity, rundir
 from .plots import compare
 from .run import run
 
@@ -82,6 +82,9 @@ ADAM = _curve("adam", "Adam (lr 1e-3)", "optimizer=adam")
 NGD = _curve("ngd-exact", "exact NGD (Woodbury)", "optimizer=ngd_paper")
 MNIST_SPLIT = ("MNIST: the paper trained on 10,000 images of the training set, which is not available here; ours is "
                "the stratified 5,000 / 5,000 split of the 10,000-image test set.")
+EULER_UNSTABLE = (" The paper's Euler-Maruyama at dt = 0.1 tau is unstable on this model once lambda_max(G) passes "
+                  "2 / dt = 20, from about step 35 (fig3: it fails there): these curves use the exact law of the same "
+                  "device, which has no step to be unstable.")
 KFAC_PERIODS = ("optimizer.curvature_period=10", "optimizer.inverse_period=10")
 BITS = (4, 6, 8, 12, 16)
 
@@ -92,26 +95,27 @@ FIGURES = {figure.name: figure for figure in (
             _curve("tngd-exact-law", "TNGD, t = 50 tau (exact law)", *TNGD, EXACT_LAW), NGD),
            note=MNIST_SPLIT),
     Figure("fig4a", "TNGD paper Fig. 4a: TNGD approaches exact NGD as t grows (t in {5, 10, 20, 50} tau)", "mnist",
-           tuple(_curve(f"tngd-t{t}", f"TNGD, t = {t} tau", *TNGD, f"optimizer.t={t}") for t in (5, 10, 20, 50))
-           + (NGD,), note=MNIST_SPLIT),
+           tuple(_curve(f"tngd-t{t}", f"TNGD, t = {t} tau", *TNGD, EXACT_LAW, f"optimizer.t={t}")
+                 for t in (5, 10, 20, 50)) + (NGD,), note=MNIST_SPLIT + EULER_UNSTABLE),
     Figure("fig4b", "TNGD paper Fig. 4b: a delay t_d in {0, 0.2, 1} tau at t = 5 tau helps and can beat exact NGD",
            "mnist",
-           tuple(_curve(f"tngd-t5-delay{d:g}", f"TNGD, t = 5 tau, t_d = {d:g} tau", *TNGD, "optimizer.t=5",
+           tuple(_curve(f"tngd-t5-delay{d:g}", f"TNGD, t = 5 tau, t_d = {d:g} tau", *TNGD, EXACT_LAW, "optimizer.t=5",
                         f"optimizer.delay={d}") for d in (0.0, 0.2, 1.0)) + (NGD,),
-           note=MNIST_SPLIT + " With t_d > 0 the device state carries over between iterations (Appendix B)."),
+           note=MNIST_SPLIT + " With t_d > 0 the device state carries over between iterations (Appendix B)."
+                + EULER_UNSTABLE),
     Figure("fig7", "TNGD paper Fig. 7 (E.1.1): thermal noise kappa0 in {0.1, 0.01, 0.001} at t = tau barely matters "
            "below 0.01", "mnist",
-           tuple(_curve(f"tngd-t1-kappa{k:g}", f"TNGD, t = tau, kappa0 = {k:g}", *TNGD, "optimizer.t=1",
+           tuple(_curve(f"tngd-t1-kappa{k:g}", f"TNGD, t = tau, kappa0 = {k:g}", *TNGD, EXACT_LAW, "optimizer.t=1",
                         f"device.kappa0={k}") for k in (0.1, 0.01, 0.001))
-           + (_curve("tngd-t1-noiseless", "TNGD, t = tau, noiseless", *TNGD, "optimizer.t=1"),),
+           + (_curve("tngd-t1-noiseless", "TNGD, t = tau, noiseless", *TNGD, EXACT_LAW, "optimizer.t=1"),),
            note=MNIST_SPLIT + " The paper gives no lambda, lr or reset for this study: the main runs' (0.01, 0.01, "
-                "reset) are used."),
+                "reset) are used." + EULER_UNSTABLE),
     Figure("fig7-t50", "The noise study at t = 50 tau, the main runs' time (not in the paper: the combination users "
            "ask about)", "mnist",
            tuple(_curve(f"tngd-t50-kappa{k:g}", f"TNGD, t = 50 tau, kappa0 = {k:g} (exact law)", *TNGD, EXACT_LAW,
                         f"device.kappa0={k}") for k in (0.1, 0.01, 0.001, 1e-6))
            + (_curve("tngd-t50-noiseless", "TNGD, t = 50 tau, noiseless (exact law)", *TNGD, EXACT_LAW),),
-           note=MNIST_SPLIT + " The exact law in place of Euler-Maruyama (the same law; fig3 shows both)."),
+           note=MNIST_SPLIT + EULER_UNSTABLE),
     Figure("kfac-bits", "Thermodynamic K-FAC paper (arXiv 2502.08603): quantized thermodynamic K-FAC keeps most of "
            "K-FAC's advantage over Adam (MNIST)", "mnist",
            (ADAM, _curve("kfac", "digital K-FAC", "optimizer=kfac", *KFAC_PERIODS),
@@ -165,13 +169,34 @@ def output_stem(out: str, figure: str, task: list[str]) -> str:
 
 def run_once(overrides: list[str], run_dir: pathlib.Path) -> None:
     """Run one configuration unless ``run_dir`` already holds a finished run of exactly it (``rundir.finished``);
-    a run of another config there is an error (``rundir.ConfigMismatchError``)."""
+    a run of another config there is an error (``rundir.ConfigMismatchError``). A run that diverges or fails
+    part-way is reported and kept (its ``summary.json`` says where), and the figure goes on."""
     cfg = compose_config(overrides)
     if rundir.finished(str(run_dir), cfg):
         return
-    diverged = run(cfg, str(run_dir))["diverged"]
-    if diverged:
+    try:
+        summary = run(cfg, str(run_dir))
+    except rundir.ConfigMismatchError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the figure reports the failed run and goes on
+        print(f"warning: {run_dir} failed: {type(error).__name__}: {str(error).splitlines()[0]}", flush=True)
+        return
+    if summary["diverged"]:
+        diverged = summary["diverged"]
         print(f"warning: {run_dir} diverged at step {diverged['step']}: {diverged['reason']}", flush=True)
+
+
+def stopped_early(run_dir: str) -> str | None:
+    """Why a run stopped before its planned steps (divergence or failure, from its summary), or None."""
+    path = os.path.join(run_dir, rundir.SUMMARY)
+    if not os.path.exists(path):
+        return "no summary (the run failed before its first step)"
+    summary = rundir.read_json(path)
+    if summary.get("failed"):
+        return f"failed at step {summary['failed']['step']}: {summary['failed']['error']}"
+    if summary.get("diverged") and summary["steps"] < summary["planned_steps"]:
+        return f"diverged at step {summary['diverged']['step']}: {summary['diverged']['reason']}"
+    return None
 
 
 def figure_jobs(figure: Figure, args) -> list[tuple[Curve, int, list[str]]]:
@@ -197,17 +222,147 @@ def make_figure(figure: Figure, args) -> str:
         labels.append(curve.legend)
     out = output_stem(args.out, figure.name, task_overrides(figure, args))
     title = figure.paper + (" [quick form]" if args.quick else "")
-    markdown = compare(run_dirs, out, labels=labels, title=title, smooth=figure.smooth)
-    if figure.note:
-        with open(out + ".md", "a") as f:
+    kept = [(d, label) for d, label in zip(run_dirs, labels) if os.path.exists(os.path.join(d, rundir.SUMMARY))]
+    markdown = compare([d for d, _ in kept], out, labels=[label for _, label in kept], title=title,
+                       smooth=figure.smooth)
+    stops = [f"- {label}, {os.path.basename(d)}: {why}" for d, label in zip(run_dirs, labels)
+             if (why := stopped_early(d))]
+    with open(out + ".md", "a") as f:
+        if stops:
+            f.write("\nRuns that stopped early (their curves end there):\n" + "\n".join(stops) + "\n")
+        if figure.note:
             f.write(f"\n{figure.note}\n")
     print(f"wrote {out}.png and {out}.md")
     return markdown
 
 
+def make_fig2(args) -> str:
+    """TNGD paper Fig. 2: time per iteration against N on the MNIST CNN with its hidden width widened (b = 32,
+    dz = 20, c = 200 CG iterations): the digital methods measured here, TNGD as simulated wall time, as modeled
+    hardware time (``experiments.hardware.DEFAULT_HARDWARE``) and in the paper's accounting."""
+    from .bench import scaling
+
+    sizes = (1e4, 1e5) if args.quick else (1e4, 3e4, 1e5)
+    result = scaling.section(args.quick, sizes=sizes, batch=32, outputs=20, cg_iterations=200, model="cnn")
+    out = os.path.join(args.out, "fig2")
+    os.makedirs(args.out, exist_ok=True)
+    rows = result["rows"]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    legends = {"adam": "Adam", "ngd": "NGD (dense)", "ngd_cg": "NGD-CG (c = 200)", "ngd_woodbury": "NGD-Woodbury",
+               "tngd": "TNGD, simulated on this CPU"}
+    for name, legend in legends.items():
+        points = [(r["n_params"], r["optimizers"][name]["wall_s"]["median_s"]) for r in rows if name in r["optimizers"]]
+        ax.plot(*zip(*points), marker="o", label=f"{legend} (measured)")
+    for key, legend in (("modeled_time_s", f"TNGD, modeled ({hardware.DEFAULT_HARDWARE})"),
+                        ("paper_time_s", "TNGD, the paper's accounting")):
+        ax.plot([r["n_params"] for r in rows], [r["optimizers"]["tngd"][key] for r in rows], "--", marker="s",
+                label=legend)
+    ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="time per iteration (s)",
+           title="TNGD paper Fig. 2: per-iteration time, MNIST CNN widened, b = 32, dz = 20")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out + ".png", dpi=110)
+    plt.close(fig)
+    lines = ["| N | " + " | ".join(f"{n} measured (s)" for n in legends) + " | TNGD modeled (s) | TNGD paper (s) |",
+             "|" + "---|" * (len(legends) + 3)]
+    for r in rows:
+        o = r["optimizers"]
+        cells = [f"{o[n]['wall_s']['median_s']:.3g}" if n in o else "skipped" for n in legends]
+        lines.append(f"| {r['n_params']:,} | " + " | ".join(cells)
+                     + f" | {o['tngd']['modeled_time_s']:.3g} | {o['tngd']['paper_time_s']:.3g} |")
+    text = ("# TNGD paper Fig. 2: time per iteration against N" + (" [quick form]" if args.quick else "") + "\n\n"
+            + "\n".join(lines) + "\n\nThe paper measured on an AMD EPYC 7763 and estimated TNGD; here a 2-core CPU. "
+            "Dense NGD runs only up to N = 10,000 (an N x N matrix).\n")
+    with open(out + ".md", "w") as f:
+        f.write(text)
+    return text
+
+
+def make_kfac_width(args) -> str:
+    from . import kfac_width
+
+    os.makedirs(args.out, exist_ok=True)
+    stem = output_stem(args.out, "kfac-width", ["task=mnist"] if args.data_dir else ["task=digits"])
+    return kfac_width.make(stem, args.data_dir, args.quick)
+
+
+CROSSOVER_DIGITS = (ADAM, _curve("kfac", "digital K-FAC", "optimizer=kfac"),
+                    _curve("tngd", "TNGD, t = 50 tau (exact law)", *TNGD, EXACT_LAW),
+                    _curve("thermo-kfac", "thermodynamic K-FAC", "optimizer=thermo_kfac", "device=thermal"))
+
+
+def _run_curves(curves, task: list[str], seeds: int, args) -> dict[str, list[str]]:
+    """Run (or reuse) ``curves`` on ``task`` for ``seeds`` seeds; their run directories by label."""
+    dirs = {}
+    for curve in curves:
+        for seed in range(seeds):
+            job = task + ["run.progress=false", "run.plots=false", *curve.overrides, f"seed={seed}"]
+            run_dir = run_directory(args.runs, job)
+            print(f"[crossover] {curve.label} seed {seed} -> {run_dir}", flush=True)
+            run_once(job, run_dir)
+            dirs.setdefault(curve.label, []).append(str(run_dir))
+    return dirs
+
+
+def make_crossover(args) -> str:
+    """Where would the thermodynamic optimizers win? (experiments.crossover): time and energy to 90% test
+    accuracy, ours over Adam and over digital K-FAC, across link bandwidth x tau, per digital platform, from the
+    recorded digits runs (run here) and MNIST runs (fig3's and kfac-bits' with ``--data-dir``)."""
+    from . import crossover, recost
+
+    tasks = {"digits": _run_curves(CROSSOVER_DIGITS, ["task=digits"], 3, args)}
+    if args.data_dir:
+        mnist = ["task=mnist", f"task.data_dir={os.path.abspath(args.data_dir)}"]
+        fig3, bits = FIGURES["fig3"], FIGURES["kfac-bits"]
+        pick = lambda figure, label: next(c for c in figure.curves if c.label == label)
+        curves = (pick(fig3, "adam"), pick(fig3, "tngd"), pick(bits, "kfac"), pick(bits, "thermo-kfac-ideal"))
+        seeds = 2 if args.quick else 3
+        runs = _run_curves(curves, mnist, seeds, args)
+        tasks["mnist"] = {"adam": runs["adam"], "tngd": runs["tngd"], "kfac": runs["kfac"],
+                          "thermo-kfac": runs["thermo-kfac-ideal"]}
+    analog = hardware.analog_platform("paper")
+    lines = ["# Crossover: time to 90% test accuracy, ours over the baseline", "",
+             "| task | ours / baseline | platform | ratio at the paper's constants (50 Gb/s, tau = 1 us) | "
+             "break-even bandwidth at tau = 1 us | at tau = 10 ns | energy ratio at tau = 1 us | "
+             "dominant term of ours at the paper's constants |", "|" + "---|" * 8]
+    for task, dirs in tasks.items():
+        records = {label: [recost.RunRecord(d) for d in paths] for label, paths in dirs.items()}
+        maps = {}
+        for platform in ("a100", "h100", "cpu"):
+            digital = hardware.digital_platform(platform)
+            for ours in ("tngd", "thermo-kfac"):
+                for base in ("adam", "kfac"):
+                    m = crossover.ratio_maps(records[ours], records[base], 0.9, digital, analog)
+                    maps[f"{ours} / {base}, {platform}"] = m
+                    fmt = lambda v: "never on the grid" if v is None else f"{v:.3g} bit/s"
+                    terms = m["terms_at_paper"]
+                    dominant = max(terms, key=terms.get) if terms else "does not reach 90%"
+                    energy = m["energy"][np.argmin(np.abs(np.log(crossover.TAUS / 1e-6)))]
+                    lines.append(f"| {task} | {ours} / {base} | {digital.name} | {m['at_paper']:.3g} | "
+                                 f"{fmt(crossover.break_even_bandwidth(m['time'], 1e-6))} | "
+                                 f"{fmt(crossover.break_even_bandwidth(m['time'], 1e-8))} | {energy:.3g} | {dominant} |")
+            crossover.plot_maps({k: v for k, v in maps.items() if k.endswith(platform)},
+                                os.path.join(args.out, f"crossover-{task}-{platform}.png"),
+                                f"{task}: time (top) and energy (bottom) to 90% test accuracy, ours over the baseline, "
+                                f"on {digital.name} + the analog platform")
+    text = "\n".join(lines) + "\n"
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "crossover.md"), "w") as f:
+        f.write(text)
+    return text
+
+
+STUDIES = {"fig2": make_fig2, "kfac-width": make_kfac_width, "crossover": make_crossover}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("figure", choices=[*FIGURES, "all"])
+    parser.add_argument("figure", choices=[*FIGURES, *STUDIES, "all"])
     parser.add_argument("--data-dir", help="MNIST IDX directory (default: scikit-learn digits, a pipeline check)")
     parser.add_argument("--data-path", help="SQuAD v1.1 JSON or zip (fig5)")
     parser.add_argument("--seeds", type=int, help="seeds per curve (default: the figure's: 5 for the TNGD figures)")
@@ -216,9 +371,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default="runs/figures", help="where the run directories go")
     parser.add_argument("--out", default="figures", help="where the figures and tables go")
     args = parser.parse_args(argv)
-    names = [n for n in FIGURES if n != "fig5" or args.data_path] if args.figure == "all" else [args.figure]
+    names = ([n for n in FIGURES if n != "fig5" or args.data_path] + list(STUDIES) if args.figure == "all"
+             else [args.figure])
     for name in names:
-        print(make_figure(FIGURES[name], args))
+        print(STUDIES[name](args) if name in STUDIES else make_figure(FIGURES[name], args))
 
 
 if __name__ == "__main__":

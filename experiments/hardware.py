@@ -406,3 +406,10 @@ def modeled_seconds(opt_state: Any, profile: PassProfile, examples: int, params:
     accounting on the presets ``spec``): what the benchmarks report beside their measured step times."""
     hardware = _preset_hardware(spec)
     return step_cost(step_work(opt_state, examples, params), profile, hardware.digital, hardware.analog).time_s
+
+
+def paper_seconds(opt_state: Any, profile: PassProfile, measured: Measured, examples: int, params: int) -> float:
+    """The ``paper`` accounting of the last step of an optimizer state: the model passes at their ``measured``
+    wall time, the rest on the measured machine's roofline, the analog work at the paper's constants."""
+    return step_cost(step_work(opt_state, examples, params), profile, measured.machine, analog_platform("paper"),
+                     pass_seconds=measured.pass_seconds).time_s

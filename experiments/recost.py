@@ -56,6 +56,7 @@ class RunRecord:
         self.metric = self.meta.get("metric", "test_accuracy")
         self.steps = [r["step"] for r in records]
         self.works = [Work.from_dict(r["work"]) for r in records]
+        self.work_steps = [int(r.get("work_steps", 1)) for r in records]
         self.evals = [(r["step"], r[self.metric]) for r in records if self.metric in r]
         self.logged = records
         self.label = os.path.basename(os.path.normpath(path))
@@ -65,13 +66,15 @@ def price(run: RunRecord, hardware: hw.Hardware) -> dict[str, np.ndarray]:
     """Per-step time and energy of ``run`` in both accountings, and the modeled time's terms."""
     out: dict[str, list[float]] = {}
     paper = hw.analog_platform("paper")
-    for work in run.works:
-        for name, cost in hw.accountings(work, run.profile, hardware, run.measured, paper).items():
-            out.setdefault(f"{name}_time_s", []).append(cost.time_s)
-            out.setdefault(f"{name}_energy_j", []).append(cost.energy_j)
+    for work, steps in zip(run.works, run.work_steps):
+        # A record of several steps (run.log_every > 1) is priced as that many copies of its mean step.
+        mean = work if steps == 1 else work.scaled(1.0 / steps)
+        for name, cost in hw.accountings(mean, run.profile, hardware, run.measured, paper).items():
+            out.setdefault(f"{name}_time_s", []).append(steps * cost.time_s)
+            out.setdefault(f"{name}_energy_j", []).append(steps * cost.energy_j)
             if name == "modeled":
                 for term in ("passes_s", "digital_s", "program_s", "transfer_s", "analog_s"):
-                    out.setdefault(term, []).append(getattr(cost, term))
+                    out.setdefault(term, []).append(steps * getattr(cost, term))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -88,17 +91,18 @@ def summarize(runs: Iterable[RunRecord], hardware: hw.Hardware, target: float) -
     table = {}
     for run in runs:
         priced = price(run, hardware)
+        steps = sum(run.work_steps)
         row = {"steps": run.steps[-1], "metric": run.metric,
                "final_metric": run.evals[-1][1] if run.evals else None}
         for acc in ("modeled", "paper"):
             time_s, energy_j = np.cumsum(priced[f"{acc}_time_s"]), np.cumsum(priced[f"{acc}_energy_j"])
             step, t_target = to_target(run, time_s, target)
             _, e_target = to_target(run, energy_j, target)
-            row[acc] = {"time_per_step_s": float(np.mean(priced[f"{acc}_time_s"])),
-                        "energy_per_step_j": float(np.mean(priced[f"{acc}_energy_j"])),
+            row[acc] = {"time_per_step_s": float(np.sum(priced[f"{acc}_time_s"]) / steps),
+                        "energy_per_step_j": float(np.sum(priced[f"{acc}_energy_j"]) / steps),
                         "total_time_s": float(time_s[-1]), "total_energy_j": float(energy_j[-1]),
                         "step_to_target": step, "time_to_target_s": t_target, "energy_to_target_j": e_target}
-        row["modeled_terms_per_step_s"] = {k: float(np.mean(priced[k]))
+        row["modeled_terms_per_step_s"] = {k: float(np.sum(priced[k]) / steps)
                                            for k in ("passes_s", "digital_s", "program_s", "transfer_s", "analog_s")}
         table[run.path] = row
     return table

@@ -60,6 +60,11 @@ def write_text(path: str, text: str) -> None:
     os.replace(partial, path)
 
 
+def read_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
 def write_json(path: str, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2))
 

@@ -98,6 +98,7 @@ class LoopState:
         wall_time_s: cumulative seconds, measured (compilation excluded).
         accounts: the cumulative ``experiments.hardware.ACCOUNTS`` (modeled and paper-accounting time and energy).
         pending_work, pending_steps: the work (as a dict) of the steps taken since the last metrics record.
+        failed: ``{"step", "error"}`` when a step raised (the run stops there), else None.
         divergence: the :class:`DivergenceMonitor`'s state.
         diverged: ``{"step", "reason", "action"}`` of the first divergence, or None.
         extended: ``{"at_step", "from", "to"}`` of every change of ``planned_steps`` on resume.
@@ -109,6 +110,7 @@ class LoopState:
     accounts: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(hardware.ACCOUNTS, 0.0))
     pending_work: dict | None = None
     pending_steps: int = 0
+    failed: dict | None = None
     divergence: dict = dataclasses.field(default_factory=dict)
     diverged: dict | None = None
     extended: list = dataclasses.field(default_factory=list)
@@ -180,51 +182,67 @@ def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir
     pending = None if loop.pending_work is None else kfac_thermo.Work.from_dict(loop.pending_work)
     bar = tqdm(total=total, initial=loop.step, disable=not (settings.progress and writer), desc="train",
                unit="step")
-    for step in range(loop.step, total):
-        batch = batch_at(step)
-        tic = time.perf_counter()
-        params, opt_state, loss, skipped = compiled(params, opt_state, *batch, key_at(step))
-        loss = float(host_local(loss))
-        loop.wall_time_s += time.perf_counter() - tic
-        work = hardware.step_work(host_local(kfac_thermo.work_records(opt_state)), task.batch_size, num_params)
-        for name, value in accounting.price(work).items():
-            loop.accounts[name] += value
-        pending = work if pending is None else pending.then(work)
-        loop.pending_steps += 1
-        loop.step = done = step + 1
-        record = {"step": done, "train_loss": loss, "wall_time_s": loop.wall_time_s, **loop.accounts}
-        if counted:
-            record["skipped_steps"] = int(host_local(skipped))
-        reason = monitor.observe(loss)
-        stop = False
-        if reason and loop.diverged is None:
-            loop.diverged = {"step": done, "reason": reason, "action": settings.on_divergence}
-            stop = settings.on_divergence == "stop"
-            if not stop:
-                warnings.warn(f"{run_dir}: training diverged at step {done} ({reason}); going on "
-                              "(run.on_divergence=warn)", RuntimeWarning, stacklevel=2)
-        if done % settings.eval_every == 0 or done == total or stop:
-            record.update(task.evaluate(host_local(params)))
-        if done % settings.log_every == 0 or task.metric in record:
-            record.update(work=pending.as_dict(), work_steps=loop.pending_steps)
-            pending, loop.pending_steps = None, 0
-            if writer:
-                rundir.append_metrics(run_dir, record)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}",
-                        **({task.metric: f"{record[task.metric]:.4f}"} if task.metric in record else {}))
-        if stop:
-            break
-        if done % settings.checkpoint_every == 0 or done == total:
-            loop.divergence = monitor.state()
-            loop.pending_work = None if pending is None else pending.as_dict()
-            manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params,
-                                                                                     "opt_state": opt_state}),
-                                                       loop=ocp.args.JsonSave(dataclasses.asdict(loop))))
+    try:
+        for step in range(loop.step, total):
+            batch = batch_at(step)
+            tic = time.perf_counter()
+            params, opt_state, loss, skipped = compiled(params, opt_state, *batch, key_at(step))
+            loss = float(host_local(loss))
+            loop.wall_time_s += time.perf_counter() - tic
+            work = hardware.step_work(host_local(kfac_thermo.work_records(opt_state)), task.batch_size, num_params)
+            for name, value in accounting.price(work).items():
+                loop.accounts[name] += value
+            pending = work if pending is None else pending.then(work)
+            loop.pending_steps += 1
+            loop.step = done = step + 1
+            record = {"step": done, "train_loss": loss, "wall_time_s": loop.wall_time_s, **loop.accounts}
+            if counted:
+                record["skipped_steps"] = int(host_local(skipped))
+            reason = monitor.observe(loss)
+            stop = False
+            if reason and loop.diverged is None:
+                loop.diverged = {"step": done, "reason": reason, "action": settings.on_divergence}
+                stop = settings.on_divergence == "stop"
+                if not stop:
+                    warnings.warn(f"{run_dir}: training diverged at step {done} ({reason}); going on "
+                                  "(run.on_divergence=warn)", RuntimeWarning, stacklevel=2)
+            if done % settings.eval_every == 0 or done == total or stop:
+                record.update(task.evaluate(host_local(params)))
+            if done % settings.log_every == 0 or task.metric in record:
+                record.update(work=pending.as_dict(), work_steps=loop.pending_steps)
+                pending, loop.pending_steps = None, 0
+                if writer:
+                    rundir.append_metrics(run_dir, record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}",
+                            **({task.metric: f"{record[task.metric]:.4f}"} if task.metric in record else {}))
+            if stop:
+                break
+            if done % settings.checkpoint_every == 0 or done == total:
+                loop.divergence = monitor.state()
+                loop.pending_work = None if pending is None else pending.as_dict()
+                manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params,
+                                                                                         "opt_state": opt_state}),
+                                                           loop=ocp.args.JsonSave(dataclasses.asdict(loop))))
+    except Exception as error:
+        # A run that fails part-way (a device error, an unstable simulation) says so in its summary.
+        bar.close()
+        if writer:
+            loop.failed = {"step": loop.step + 1, "error": failure_message(error)}
+            rundir.write_json(os.path.join(run_dir, rundir.SUMMARY), summarize(task, run_dir, loop, counted))
+        raise
     bar.close()
     manager.wait_until_finished()
     manager.close()
     return summarize(task, run_dir, loop, counted) if writer else {}
+
+
+def failure_message(error: BaseException) -> str:
+    """One line naming what failed: the line of the error that names the library's check (``thermox: ...``), else
+    its first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if line.startswith(("thermox", "kfac"))]
+    return f"{type(error).__name__}: {(named or lines or [''])[0]}"
 
 
 def summarize(task: Task, run_dir: str, loop: LoopState, counted: bool) -> dict:
@@ -245,6 +263,7 @@ def summarize(task: Task, run_dir: str, loop: LoopState, counted: bool) -> dict:
         **{name: last.get(name) for name in hardware.ACCOUNTS},
         "hardware": hardware.DEFAULT_HARDWARE,
         "diverged": loop.diverged,
+        "failed": loop.failed,
         "extended": loop.extended,
     }
     if counted:

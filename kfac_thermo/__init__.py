@@ -17,6 +17,7 @@ from ._kfac import scale_by_kfac as scale_by_kfac
 from ._kfac import thermo_kfac as thermo_kfac
 from ._kfac._solvers import DigitalKronecker as DigitalKronecker
 from ._kfac._solvers import ThermoKronecker as ThermoKronecker
+from ._kfac._solvers import factored_damping as factored_damping
 from ._losses import CallableLoss as CallableLoss
 from ._losses import Loss as Loss
 from ._losses import MeanSquaredError as MeanSquaredError
@@ -71,6 +72,7 @@ __all__ = [
     "as_loss",
     "data_mesh",
     "digital_work",
+    "factored_damping",
     "parallel_work",
     "sequential_work",
     "distribute",

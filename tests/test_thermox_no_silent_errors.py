@@ -109,6 +109,14 @@ def test_unstable_euler_step_is_an_error(x64):
     low_rank = thermox.LowRankDrift.from_factor(1.0, 5.0 * jnp.ones((3, 1)))  # lambda_max = 1 + 75
     with pytest.raises(Exception, match="Euler-Maruyama is unstable"):
         run(lambda: thermox.linalg.solve(low_rank, jnp.ones(3), key=None, t=1.0, method=thermox.EulerMaruyama(0.1)))
+    # Also under jit, where a check on a value the integration never reads would be dropped (TNGD's MNIST runs at
+    # dt = 0.1 once lambda_max(G) passed 20 went on silently to huge, then infinite, losses).
+    W = 5.0 * jnp.ones((3, 1))
+    solve = jax.jit(lambda W: thermox.linalg.solve(thermox.LowRankDrift(jnp.asarray(1.0), W.T @ W, lambda c: W @ c,
+                                                                         lambda v: W.T @ v, 3),
+                                                   jnp.ones(3), key=None, t=1.0, method=thermox.EulerMaruyama(0.1)))
+    with pytest.raises(Exception, match="Euler-Maruyama is unstable"):
+        run(lambda: solve(W))
 
 
 @pytest.mark.parametrize("name", ["adc_range", "dac_range"])
