@@ -161,9 +161,6 @@ def test_sample_path_bad_times(spd):
 
 
 @pytest.mark.parametrize("name, value, match", [
-    ("tau", -1e-6, "AnalogDevice.tau must be finite and > 0"),
-    ("tau", 0.0, "AnalogDevice.tau must be finite and > 0"),
-    ("tau", np.nan, "AnalogDevice.tau must be finite and > 0"),
     ("kappa0", -0.1, "AnalogDevice.kappa0 must be finite and >= 0"),
     ("kappa0", np.inf, "AnalogDevice.kappa0 must be finite and >= 0"),
     ("mismatch", -0.01, "AnalogDevice.mismatch must be finite and >= 0"),

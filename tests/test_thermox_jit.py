@@ -41,7 +41,7 @@ def test_solve_no_recompile(x64):
         x = f(A0, b0, jax.random.key(0), jnp.asarray(3.0), thermox.AnalogDevice(kappa0=0.0))
         np.testing.assert_allclose(x, ou_mean(np.asarray(A0), np.asarray(b0), np.zeros(N), 3.0), rtol=1e-9)
         A1, b1 = spd(1), jnp.arange(N, dtype=float)
-        x = f(A1, b1, jax.random.key(1), jnp.asarray(40.0), thermox.AnalogDevice(kappa0=0.1, tau=2e-6))
+        x = f(A1, b1, jax.random.key(1), jnp.asarray(40.0), thermox.AnalogDevice(kappa0=0.1, mismatch=0.0))
         mean = ou_mean(np.asarray(A1), np.asarray(b1), np.zeros(N), 40.0)
         sd = np.sqrt(np.diag(ou_cov(np.asarray(A1), 0.1, 40.0)))
         assert np.all(np.abs(np.asarray(x) - mean) <= 5 * sd)
@@ -113,7 +113,7 @@ def test_sample_path_and_inv_no_recompile(x64):
 def test_device_constructed_inside_jit(x64):
     """A device built from concrete Python numbers inside a traced function (its checks run on the Python
     values, not on tracers)."""
-    f = jax.jit(lambda A, b, key: thermox.linalg.solve(A, b, key=key, t=1e4, device=thermox.AnalogDevice(tau=1e-6)))
+    f = jax.jit(lambda A, b, key: thermox.linalg.solve(A, b, key=key, t=1e4, device=thermox.AnalogDevice(kappa0=0.0, mismatch=0.0)))
     A, b = spd(0), jnp.ones(N)
     np.testing.assert_allclose(f(A, b, jax.random.key(0)), np.linalg.solve(np.asarray(A), np.asarray(b)), rtol=1e-6)
 

@@ -25,8 +25,10 @@ class AnalogDevice(eqx.Module):
     fixed ``mismatch``); the node voltages evolve by ``dx = -(A x - b) dt/tau + sqrt(2 kappa0/tau) dW``,
     held inside ``[-saturation, saturation]`` when set; after the run time they are read through the ADC.
 
+    Run times are in units of the cell time constant tau = R C, which only the hardware cost model prices
+    (``thermox.cost.AnalogPlatform``): the physics, and so the training, does not depend on its value.
+
     Attributes:
-        tau: time constant R*C of a cell, seconds (1 kOhm x 1 nF = 1 us). Run times are given in units of tau.
         kappa0: noise temperature, volts^2; the stationary covariance is ``kappa0 A^-1``.
         dac_bits: input converter resolution (None: ideal).
         dac_range: DAC full-scale amplitude in volts (None: auto-ranged by a digital gain per transfer).
@@ -44,7 +46,6 @@ class AnalogDevice(eqx.Module):
         readout_interval: time between readout samples, units of tau (> 0).
     """
 
-    tau: float | Float[Array, ""] = 1e-6
     kappa0: float | Float[Array, ""] = 0.0
     dac_bits: int | None = eqx.field(default=None, static=True)
     dac_range: float | None = eqx.field(default=None, static=True)
@@ -72,7 +73,7 @@ class AnalogDevice(eqx.Module):
             raise ValueError(f"AnalogDevice.capacity must be an integer >= 1 or None, got {self.capacity!r}")
         if not positive_int(self.num_readouts):
             raise ValueError(f"AnalogDevice.num_readouts must be an integer >= 1, got {self.num_readouts!r}")
-        checks = (("tau", lambda v: v > 0, "> 0"), ("kappa0", lambda v: v >= 0, ">= 0"),
+        checks = (("kappa0", lambda v: v >= 0, ">= 0"),
                   ("mismatch", lambda v: v >= 0, ">= 0"), ("readout_interval", lambda v: v > 0, "> 0"))
         for name, ok, what in checks:
             value = getattr(self, name)
