@@ -315,6 +315,7 @@ def make_crossover(args) -> str:
     recorded digits runs (run here) and MNIST runs (fig3's and kfac-bits' with ``--data-dir``)."""
     from . import crossover, recost
 
+    os.makedirs(args.out, exist_ok=True)
     tasks = {"digits": _run_curves(CROSSOVER_DIGITS, ["task=digits"], 3, args)}
     if args.data_dir:
         mnist = ["task=mnist", f"task.data_dir={os.path.abspath(args.data_dir)}"]
@@ -351,7 +352,6 @@ def make_crossover(args) -> str:
                                 f"{task}: time (top) and energy (bottom) to 90% test accuracy, ours over the baseline, "
                                 f"on {digital.name} + the analog platform")
     text = "\n".join(lines) + "\n"
-    os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "crossover.md"), "w") as f:
         f.write(text)
     return text

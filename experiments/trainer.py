@@ -238,11 +238,14 @@ def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir
 
 
 def failure_message(error: BaseException) -> str:
-    """One line naming what failed: the line of the error that names the library's check (``thermox: ...``), else
-    its first line."""
+    """One line naming what failed: the message of the library's check (from ``thermox`` or ``kfac``, also when
+    it comes wrapped in a runtime error of a host callback), else the error's first line."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    named = [line for line in lines if line.startswith(("thermox", "kfac"))]
-    return f"{type(error).__name__}: {(named or lines or [''])[0]}"
+    for line in lines:
+        start = min((line.find(name) for name in ("thermox", "kfac") if name in line), default=-1)
+        if start >= 0:
+            return line[start:]
+    return f"{type(error).__name__}: {(lines or [''])[0]}"
 
 
 def summarize(task: Task, run_dir: str, loop: LoopState, counted: bool) -> dict:
