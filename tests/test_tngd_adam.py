@@ -1,6 +1,7 @@
 """TNGD-Adam: the device readout g~ fed to Adam in place of the gradient.
 
-Reference: the TNGD readouts from the closed form (first step from g_0, second from the first readout) passed
+Reference: the TNGD readouts from the closed form (each step starts from its gradient: the default reset at
+delay 0, Appendix B) passed
 by hand through ``optax.scale_by_adam`` with the same b1, b2, eps, times -learning_rate. With b1 = b2 = 0 (the
 paper's QA setting, the defaults) Adam's first and second moments are the readout and its square, so the update
 is ``-lr g~ / (|g~| + eps)``: a sign-like normalization of the TNGD direction.
@@ -36,7 +37,7 @@ def test_two_steps_equal_adam_of_tngd_readouts(x64):
     G0, g0 = ref.ggn(LOSS, ref.mlp_predict, params0, x, y), ref.flat(ref.grad(LOSS, ref.mlp_predict, params0, x, y))
     G1, g1 = ref.ggn(LOSS, ref.mlp_predict, params1, x, y), ref.flat(ref.grad(LOSS, ref.mlp_predict, params1, x, y))
     d0 = ref.device_mean(G0, g0, DAMPING, T, x0=g0)
-    d1 = ref.device_mean(G1, g1, DAMPING, T, x0=d0)
+    d1 = ref.device_mean(G1, g1, DAMPING, T, x0=g1)
 
     adam = optax.scale_by_adam(b1=b1, b2=b2, eps=EPS)
     adam_state = adam.init(d0)
@@ -47,7 +48,7 @@ def test_two_steps_equal_adam_of_tngd_readouts(x64):
     # <= 1 / min|d_i| in d for these moments (|d (|d| + eps)^-1|' = eps / (|d| + eps)^2 <= 1 / |d| and the
     # bias-corrected moment ratio behaves alike), so the update is within lr err_d / min|d_i| plus rounding.
     for u, a, d, A, x0, g in [(u0, a0, d0, ref.damped(G0, DAMPING), g0, g0),
-                              (u1, a1, d1, ref.damped(G1, DAMPING), d0, g1)]:
+                              (u1, a1, d1, ref.damped(G1, DAMPING), g1, g1)]:
         err_d = ref.law_rtol(A, T, x0, d, b=g) * np.linalg.norm(d)
         atol = LR * (10 * err_d / np.min(np.abs(d)) + 100 * ref.EPS64)
         np.testing.assert_allclose(ref.flat(u), -LR * np.asarray(a), rtol=0, atol=atol)
