@@ -2,7 +2,7 @@
 
 With no arguments: the paper's small CNN on scikit-learn's digits with TNGD on an ideal device. Overrides select
 ``task=digits|mnist|squad``, ``optimizer=adam|sgd|tngd|tngd_adam|ngd|ngd_cg|ngd_woodbury|kfac|thermo_kfac``,
-``device=ideal|paper|noisy|quantized8|realistic``, ``+experiment=paper_mnist|paper_squad``, ``seed=...`` and
+``device=ideal|thermal|noisy|quantized8|realistic``, ``+experiment=fig5_squad|paper_squad|quick_squad``, ``seed=...`` and
 any field (``optimizer.t=5``); ``-m`` sweeps (``-m optimizer=adam,tngd seed=0,1,2``). ``mesh.data=N`` splits each
 batch over N devices (``mesh.distributed=true`` for a multi-host launch: ``MeshSettings`` in config.py).
 Each run goes to ``runs/<task>-<optimizer>-<device>-seed<k>-<config hash>`` (``experiments.identity``); the

@@ -1,0 +1,67 @@
+"""The reproduction table's verdicts (experiments.claims) on synthetic runs whose answers are known by
+construction: a claim's numbers, its verdict, and the note that marks runs which are not the figure's full form."""
+
+import numpy as np
+
+from experiments import claims, figures
+
+
+def run(accuracies, losses=None, steps=None, max_steps=None, stopped=None, paper_time_per_step=1.0):
+    """One seed's records: evaluations every 10 steps with the given accuracies and a constant account rate."""
+    steps = steps or [10 * (i + 1) for i in range(len(accuracies))]
+    losses = losses or [1.0] * len(accuracies)
+    metrics = [{"step": s, "test_accuracy": a, "train_loss": l, "paper_time_s": paper_time_per_step * s}
+               for s, a, l in zip(steps, accuracies, losses)]
+    return {"summary": {"run_control": {"run.max_steps": max_steps}}, "metrics": metrics, "stopped": stopped}
+
+
+def curve(*runs):
+    return claims.Curve("legend", list(runs))
+
+
+def test_first_reaching_and_spread_count_seeds_that_never_get_there():
+    c = curve(run([0.5, 0.91, 0.95]), run([0.5, 0.6, 0.92]), run([0.1, 0.2, 0.3]))
+    np.testing.assert_array_equal(c.first_reaching(0.9), [20, 30, np.inf])
+    assert claims.spread(c.first_reaching(0.9), ".3g") == "25 ± 5 (2 seeds; 1 never)"
+    assert claims.spread(np.array([np.inf])) == "never (1 seeds)"
+
+
+def test_euler_claim_does_not_hold_when_a_seed_stops():
+    stopped = curve(run([0.5], stopped="failed at step 35: Euler-Maruyama unstable"), run([0.5, 0.9]))
+    ours, verdict, _ = claims.fig3_euler({"tngd": stopped})
+    assert verdict == "does not hold" and ours.startswith("1 of 2 seeds stop: failed at step 35")
+    assert claims.fig3_euler({"tngd": curve(run([0.5, 0.9]))})[1] == "holds"
+    assert claims.fig3_euler({})[1] == "not run"
+
+
+def test_runtime_claim_compares_time_to_target_in_the_paper_accounting():
+    adam = curve(run([0.5, 0.9]), run([0.5, 0.9]))  # 90% at step 20, 1 s per step: 20 s
+    fast = curve(*(run([0.9], paper_time_per_step=1.5) for _ in range(2)))  # step 10 at 1.5 s per step: 15 s
+    slow = curve(*(run([0.9], paper_time_per_step=3.0) for _ in range(2)))  # 30 s
+    assert claims.fig3_runtime({"adam": adam, "tngd-exact-law": fast})[1] == "holds"
+    ours, verdict, _ = claims.fig3_runtime({"adam": adam, "tngd-exact-law": slow})
+    assert verdict == "does not hold" and "TNGD 3x Adam's time per iteration" in ours
+
+
+def test_kfac_bits_share_of_the_advantage_kept():
+    # Adam reaches 90% at step 100, K-FAC at 20 (an advantage of 80 steps); b bits reach it at 20 + 8 (16 - b) / 2
+    reach = lambda step: curve(run([0.5] * (step // 10 - 1) + [0.95]))
+    c = {"adam": reach(100), "kfac": reach(20), "thermo-kfac-ideal": reach(20)}
+    for b, step in zip(figures.BITS, (100, 80, 40, 30, 20)):
+        c[f"thermo-kfac-{b}bit"] = reach(step)
+    ours, verdict, reason = claims.kfac_bits(c)
+    # kept = (100 - step) / 80: 4 bits 0%, 6 bits 25%, 8 bits 75%, 12 bits 88%, 16 bits 100%
+    assert "4 bits 0%, 6 bits 25%, 8 bits 75%, 12 bits 88%, 16 bits 100%" in ours
+    assert verdict == "holds" and reason.startswith("at 8 bits and more")
+
+
+def test_form_note_marks_fewer_seeds_and_capped_runs():
+    fig3 = figures.FIGURES["fig3"]  # 5 seeds, the task's epochs
+    full = {"adam": curve(*(run([0.9]) for _ in range(5)))}
+    assert claims.form_note(fig3, full) == ""
+    few = {"adam": curve(*(run([0.9]) for _ in range(3)))}
+    assert claims.form_note(fig3, few) == " [3 of the figure's 5 seeds]"
+    capped = {"adam": curve(*(run([0.9], max_steps=100) for _ in range(5)))}
+    assert "runs capped at 100 steps" in claims.form_note(fig3, capped)
+    bits = figures.FIGURES["kfac-bits"]  # its own cap of 300 steps is its full form
+    assert claims.form_note(bits, {"adam": curve(*(run([0.9], max_steps=300) for _ in range(3)))}) == ""
