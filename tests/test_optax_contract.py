@@ -1,7 +1,7 @@
 """The optax contract every optimizer of kfac_thermo passes: a new optimizer joins by one line in ``CASES``.
 
 Each case is checked in a jitted train step inside a chain (with unknown extra arguments, no retrace on later
-calls), under ``optax.inject_hyperparams``, in float32 and float64 with a state whose structure, shapes and dtypes
+calls), as a branch of ``optax.multi_transform``, under ``optax.inject_hyperparams``, in float32 and float64 with a state whose structure, shapes and dtypes
 do not change across steps and that carries the step's work record, and against bad input (damping <= 0 at
 construction and injected, a missing batch, a non-finite gradient).
 
@@ -200,6 +200,29 @@ def test_inject_hyperparams(x64, name):
     assert len(traces) == 1
     if case.reference != "ngd_adam":  # d / (|d| + eps) is nearly sign(d): damping barely moves it
         assert ref.rel_err(updates[1], 0.5 * updates[0]) > 0.1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_as_a_multi_transform_branch(x64, name):
+    """A branch of ``optax.multi_transform`` with labels a prefix of the params (the first layer's dict to the
+    optimizer, the second's to Adam: one ``MaskedNode`` hides the whole second layer), given the whole model as
+    ``model_params`` (K-FAC also ``example_params``): the branch's update is the optimizer's on the first layer
+    alone, of the model closing over the second as constants (K-FAC: that transform run eagerly; the
+    natural-gradient family: the dense solve over the first layer's parameters); the second layer gets Adam's."""
+    params, x, y = ref.problem(LOSS)
+    branch = make(name, x, **({"example_params": params} if CASES[name].reference == "eager" else {}))
+    tx = optax.multi_transform({"adam": optax.adam(LR), name: branch}, [name, "adam"])
+    grads = ref.grad(LOSS, ref.mlp_predict, params, x, y)
+    step = ref.quick_jit(lambda g, s, p: tx.update(g, s, p, batch=(x, y), model_params=p)[0])
+    updates = step(grads, tx.init(params), params)
+    closed = lambda first, inputs: ref.mlp_predict([first, params[1]], inputs)
+    reference = make(name, x, predict_fn=closed)
+    G = ref.ggn(LOSS, closed, params[0], x, y)
+    expected = lambda: ref.update(reference, grads[0], reference.init(params[0]), params[0], (x, y))[0]
+    check_update(name, ref.flat(updates[0]), expected, G, ref.flat(grads[0]), DAMPING, LR, "first layer")
+    adam = optax.adam(LR)
+    np.testing.assert_allclose(ref.flat(updates[1]), ref.flat(adam.update(grads[1], adam.init(params[1]))[0]),
+                               rtol=EAGER_RTOL)
 
 
 @pytest.mark.parametrize("name", NAMES)
