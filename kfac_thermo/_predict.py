@@ -44,10 +44,13 @@ def check_predict_fn(predict_fn: Callable) -> None:
     try:
         signature.bind(None, None)
     except TypeError:
-        what = (f"an equinox Module ({type(predict_fn).__name__}): a model, not a function of its parameters; "
-                if isinstance(predict_fn, eqx.Module) else f"{type(predict_fn).__name__} with call signature ")
+        plain = signature.replace(parameters=[p.replace(annotation=inspect.Parameter.empty)
+                                              for p in signature.parameters.values()],
+                                  return_annotation=inspect.Signature.empty)
+        what = (f"an equinox Module ({type(predict_fn).__name__}), a model called as {plain}"
+                if isinstance(predict_fn, eqx.Module) else f"a {type(predict_fn).__name__} called as {plain}")
         raise TypeError(f"predict_fn must be a function predict_fn(params, inputs) -> outputs over a batch; got "
-                        f"{what}{signature}. Fix: {_FIX}") from None
+                        f"{what}. Fix: {_FIX}") from None
 
 
 def _is_masked(node) -> bool:
