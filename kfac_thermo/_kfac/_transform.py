@@ -34,8 +34,8 @@ from .._common import (NonFinitePolicy, all_finite, batch_of, check_damping, che
 from .._curvature import CurvatureKind, Fallback, KFACModel, LayerStatistics, batch_statistics, factors
 from .._kernels import kernel_work
 from .._losses import LossSpec
-from .._predict import branch_predict
 from .._parallel import axis_size, distribute
+from .._predict import branch_predict
 from .._solver import AbstractDampedSolver
 from .._work import Work, parallel, sequential
 
