@@ -1,7 +1,9 @@
 """kfac_thermo: thermodynamic and digital second-order optimizers as optax gradient transformations."""
 
 from ._common import ConditioningWarning as ConditioningWarning
+from ._composition import STATIC_ARGS as STATIC_ARGS
 from ._composition import WithWorkState as WithWorkState
+from ._composition import inject_hyperparams as inject_hyperparams
 from ._composition import skip_nonfinite as skip_nonfinite
 from ._composition import total_work as total_work
 from ._composition import with_work as with_work
@@ -62,6 +64,7 @@ __all__ = [
     "Loss",
     "MeanSquaredError",
     "NaturalGradientState",
+    "STATIC_ARGS",
     "SoftmaxCrossEntropy",
     "ThermoKronecker",
     "ThermodynamicSolver",
@@ -73,6 +76,7 @@ __all__ = [
     "data_mesh",
     "digital_work",
     "factored_damping",
+    "inject_hyperparams",
     "parallel_work",
     "sequential_work",
     "distribute",

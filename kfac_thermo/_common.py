@@ -16,6 +16,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ._curvature import CurvatureKind, check_curvature
 from ._losses import Loss, LossSpec, as_loss
+from ._predict import check_predict_fn
 from ._solver import AbstractDampedSolver
 
 NonFinitePolicy = Literal["skip", "raise"]
@@ -56,8 +57,7 @@ def check_transform(solver: AbstractDampedSolver, *, predict_fn: Callable, loss:
         raise ValueError(f"solver must be a kfac_thermo.AbstractDampedSolver, got {type(solver).__name__}")
     needs_key(solver, key)
     loss_fn = as_loss(loss)
-    if not callable(predict_fn):
-        raise ValueError("predict_fn must be a callable predict_fn(params, inputs) -> outputs")
+    check_predict_fn(predict_fn)
     if nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
     check_curvature(curvature, key)
@@ -90,8 +90,8 @@ def unpack_batch(batch, name: str) -> tuple[Any, Array]:
     return batch[0], jnp.asarray(batch[1])
 
 
-def check_batch(predict_fn: Callable, loss: Loss, params: PyTree, inputs: Any, targets: Array) -> None:
-    """Static shape checks: predict_fn must map the inputs to (b, dz) outputs matching the targets."""
+def check_batch(predict_fn: Callable, loss: Loss, params: PyTree, inputs: Any, targets: Array) -> int:
+    """Static shape checks: predict_fn must map the inputs to (b, dz) outputs matching the targets; returns dz."""
     sizes = {leaf.shape[0] if jnp.ndim(leaf) else None for leaf in jax.tree_util.tree_leaves(inputs)}
     if len(sizes) != 1 or None in sizes or targets.shape[:1] != (next(iter(sizes)),):
         raise ValueError(f"batch inputs and targets disagree on the batch size: inputs {sizes}, "
@@ -107,16 +107,20 @@ def check_batch(predict_fn: Callable, loss: Loss, params: PyTree, inputs: Any, t
         raise ValueError(f"predict_fn must return outputs of shape (batch, dz); got {out.shape} for "
                          f"{targets.shape[0]} examples")
     loss.check_targets(jnp.zeros(out.shape[1:], out.dtype), targets[0])
+    return out.shape[1]
 
 
-def batch_of(name: str, predict_fn: Callable, loss: Loss, params: PyTree, batch) -> tuple[Any, Array]:
-    """``update``'s common checks: params given, ``batch=(inputs, targets)`` matching ``predict_fn``."""
+def batch_of(name: str, predict_fn: Callable, loss: Loss, params: PyTree, batch,
+             updates: PyTree) -> tuple[Any, Array, PyTree]:
+    """``update``'s common checks: params given, ``batch=(inputs, targets)`` matching ``predict_fn``; returns
+    ``(inputs, targets, updates)``, the updates carrying the run-time check of the targets' values
+    (:meth:`Loss.check_target_values`: e.g. labels out of range), which every direction depends on."""
     if params is None:
         raise ValueError(f"{name}: update needs params")
     check_params(params, name)
     inputs, targets = unpack_batch(batch, name)
-    check_batch(predict_fn, loss, params, inputs, targets)
-    return inputs, targets
+    num_outputs = check_batch(predict_fn, loss, params, inputs, targets)
+    return inputs, targets, loss.check_target_values(updates, targets, num_outputs)
 
 
 def all_finite(tree: PyTree) -> Array:

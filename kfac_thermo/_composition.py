@@ -1,10 +1,13 @@
 """Composing optimizers: work records across a chain (:func:`with_work` gives any optax transformation one, such as
-Adam or SGD; :func:`work_records` and :func:`total_work` collect them from a chained state, by type), and a
-transform's skipped step reaching every transformation chained with it (:func:`skip_nonfinite`)."""
+Adam or SGD; :func:`work_records` and :func:`total_work` collect them from a chained state, by type), a
+transform's skipped step reaching every transformation chained with it (:func:`skip_nonfinite`), and
+``optax.inject_hyperparams`` told which arguments are static (:func:`inject_hyperparams`)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import inspect
+from collections.abc import Iterable
+from typing import Callable, NamedTuple
 
 import jax
 import optax
@@ -70,3 +73,34 @@ def skip_nonfinite(transformation: optax.GradientTransformation) -> optax.Gradie
     every other state in the chain unchanged (the aliases ``tngd``, ``kfac``, ... already do this). E.g.
     ``skip_nonfinite(optax.chain(scale_by_natural_gradient(...), optax.scale_by_adam(), optax.scale(-lr)))``."""
     return _common.skip_nonfinite(transformation, (NaturalGradientState, KFACState))
+
+
+STATIC_ARGS = frozenset({
+    # functions, losses, data and parameter examples, devices, solvers, methods, keys, meshes
+    "predict_fn", "loss", "example_inputs", "example_params", "device", "solver", "method", "sde_solver", "key",
+    "mesh",
+    # names of options (strings) and flags
+    "curvature", "fallback", "damping_mode", "nonfinite", "solver_axis", "reset",
+    # integers that fix loop lengths, periods or shapes; the Euler-Maruyama step (its step count is ceil(t / dt))
+    "iterations", "num_samples", "curvature_period", "inverse_period", "dt",
+})
+"""The arguments of kfac_thermo's optimizers that must stay Python values under ``optax.inject_hyperparams``; the
+others (``learning_rate``, ``damping``, ``t``, ``delay``, ``momentum``, ``ema_decay``, ``b1``, ``b2``, ``eps``,
+``interval``) may be scheduled or set in ``state.hyperparams``."""
+
+
+def inject_hyperparams(factory: Callable[..., optax.GradientTransformation], static_args: str | Iterable[str] = (),
+                       hyperparam_dtype=None) -> Callable[..., optax.GradientTransformationExtraArgs]:
+    """``optax.inject_hyperparams(factory, ...)`` with the arguments of :data:`STATIC_ARGS` that ``factory`` takes
+    marked static, and ``static_args`` besides (e.g. a user factory's own callables, or ``"t"`` for TNGD's
+    ``method="diffrax"``, whose step count needs a concrete ``t``).
+
+    optax takes every callable argument for a schedule and every number or array for an injectable value; a
+    ``predict_fn``, a loss object, ``example_inputs`` or a key is neither. With this wrapper
+    ``kfac_thermo.inject_hyperparams(kfac_thermo.kfac)(learning_rate=optax.cosine_decay_schedule(0.1, 1000),
+    predict_fn=..., loss=..., damping=1e-2, example_inputs=x)`` schedules the learning rate and keeps the damping
+    in ``state.hyperparams``, where it may be changed between steps.
+    """
+    extra = {static_args} if isinstance(static_args, str) else set(static_args)
+    static = (STATIC_ARGS & set(inspect.signature(factory).parameters)) | extra
+    return optax.inject_hyperparams(factory, static_args=static, hyperparam_dtype=hyperparam_dtype)

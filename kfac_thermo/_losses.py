@@ -1,11 +1,13 @@
 """Per-example losses on model outputs, with the output-space Hessian factor the GGN needs.
 
 A loss is a :class:`Loss` (an ``equinox.Module``): its value on one example, a factor ``L`` of its Hessian in the
-outputs (``H = L L^T``), a target sampled from the model's predictive distribution (for the Monte-Carlo Fisher)
-and a static check of one example's target against its output. The batch loss is the mean over examples.
+outputs (``H = L L^T``), a target sampled from the model's predictive distribution (for the Monte-Carlo Fisher),
+a static check of one example's target against its output and a run-time check of the targets' values. The batch
+loss is the mean over examples.
 
 - :class:`SoftmaxCrossEntropy` (``"softmax_cross_entropy"``): ``-sum_c y_c log softmax(z)_c`` with an integer
-  label or probabilities. ``H = diag(p) - p p^T``, factored at rank dz - 1 (:meth:`SoftmaxCrossEntropy.hessian_factor`).
+  label in ``[0, dz)`` or probabilities. ``H = diag(p) - p p^T``, factored at rank dz - 1
+  (:meth:`SoftmaxCrossEntropy.hessian_factor`).
 - :class:`MeanSquaredError` (``"mse"``): ``0.5 |z - y|^2`` (summed over outputs). ``H = I``.
 - :class:`CallableLoss`: a user's ``loss(z, y) -> scalar`` for one example; ``H`` by ``jax.hessian``, factored by
   ``eigh`` (negative eigenvalues clipped: the GGN keeps only the positive semi-definite part).
@@ -23,13 +25,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 
 class Loss(eqx.Module):
     """A per-example loss ``loss(z, y)`` on one example's outputs ``z`` (dz,) and target ``y``, with its GGN
     ingredients. Subclass it for a new loss: :meth:`__call__` and :meth:`hessian_factor` are required; the others
-    have defaults (no target check; the Monte-Carlo Fisher refused)."""
+    have defaults (no target checks; the Monte-Carlo Fisher refused)."""
 
     @abc.abstractmethod
     def __call__(self, z: Float[Array, " dz"], y: Array) -> Float[Array, ""]:
@@ -47,6 +49,11 @@ class Loss(eqx.Module):
     def check_targets(self, outputs: Array, targets: Array) -> None:
         """Static shape check of one example's output (a shape struct or array) against its target."""
 
+    def check_target_values(self, tree: PyTree, targets: Array, num_outputs: int) -> PyTree:
+        """``tree`` returned unchanged, carrying a run-time check of the ``targets``' values for ``num_outputs``
+        outputs (``eqx.error_if``: under ``jit`` it raises when ``tree`` is used). The default checks nothing."""
+        return tree
+
     def _mismatch(self, outputs: Array, targets: Array, want: str) -> ValueError:
         return ValueError(
             f"batch targets do not match predict_fn's outputs: one example's output has shape {outputs.shape}, "
@@ -58,8 +65,9 @@ class SoftmaxCrossEntropy(Loss):
     """``-sum_c y_c log softmax(z)_c`` with an integer label ``y`` () or probabilities ``y`` (dz,)."""
 
     def __call__(self, z, y):
-        probabilities = jax.nn.one_hot(y, z.shape[-1]) if jnp.issubdtype(y.dtype, jnp.integer) else y
-        return -jnp.sum(probabilities * jax.nn.log_softmax(z))
+        if jnp.issubdtype(y.dtype, jnp.integer):
+            y = jax.nn.one_hot(self.check_target_values(y, y, z.shape[-1]), z.shape[-1])
+        return -jnp.sum(y * jax.nn.log_softmax(z))
 
     def hessian_factor(self, z, y=None):
         """Rank dz - 1 factor of ``H = diag(p) - p p^T``.
@@ -83,6 +91,16 @@ class SoftmaxCrossEntropy(Loss):
         label = targets.shape == () and jnp.issubdtype(targets.dtype, jnp.integer)
         if not (label or targets.shape == outputs.shape):
             raise self._mismatch(outputs, targets, f"() integer label or {outputs.shape} probabilities")
+
+    def check_target_values(self, tree, targets, num_outputs):
+        """Integer labels must be class indices in ``[0, num_outputs)`` (``jax.nn.one_hot`` would silently make an
+        out-of-range label a zero target, of zero loss and gradient)."""
+        if not jnp.issubdtype(jnp.result_type(targets), jnp.integer):
+            return tree
+        targets = jnp.asarray(targets)
+        return eqx.error_if(tree, jnp.any((targets < 0) | (targets >= num_outputs)),
+                            f"softmax_cross_entropy: integer labels must be class indices in [0, {num_outputs}) "
+                            f"for {num_outputs} classes (the model's outputs); got a label outside that range")
 
 
 class MeanSquaredError(Loss):

@@ -11,7 +11,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "kfac_thermo"
 FAMILIES = ("kfac_thermo._ngd", "kfac_thermo._kfac")
 # The layers both families build on: they must not import a family (the K-FAC solvers belong to their family).
 SHARED = ("kfac_thermo._common", "kfac_thermo._work", "kfac_thermo._solver", "kfac_thermo._losses",
-          "kfac_thermo._kernels", "kfac_thermo._model", "kfac_thermo._curvature", "kfac_thermo._parallel")
+          "kfac_thermo._kernels", "kfac_thermo._model", "kfac_thermo._curvature", "kfac_thermo._parallel",
+          "kfac_thermo._predict")
 
 
 def module_name(path: pathlib.Path) -> str:

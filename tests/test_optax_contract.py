@@ -1,9 +1,10 @@
 """The optax contract every optimizer of kfac_thermo passes: a new optimizer joins by one line in ``CASES``.
 
 Each case is checked in a jitted train step inside a chain (with unknown extra arguments, no retrace on later
-calls), under ``optax.inject_hyperparams``, in float32 and float64 with a state whose structure, shapes and dtypes
-do not change across steps and that carries the step's work record, and against bad input (damping <= 0 at
-construction and injected, a missing batch, a non-finite gradient).
+calls), as a branch of ``optax.multi_transform``, under ``kt.inject_hyperparams`` (a learning-rate schedule too),
+in float32 and float64 with a state whose structure, shapes and dtypes do not change across steps and that carries
+the step's work record, and against bad input (damping <= 0 at construction and injected, a missing batch, a
+non-finite gradient).
 
 References. The natural-gradient family (``reference="ngd"``) is compared with the dense float64 reference
 ``-lr (G + damping I)^-1 g'`` (``g'`` the gradient after the transforms before it): TNGD and TNGD-Adam run their
@@ -17,6 +18,7 @@ they agree to the rounding of a recompilation (``1e-12`` relative covers the few
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Callable
 
 import jax
@@ -36,20 +38,17 @@ DAMPING = 0.05
 ADAM_EPS = 1e-8
 N_MLP = 39
 EAGER_RTOL = 1e-12
-# Non-numeric arguments, and integers that fix loop lengths or periods: static under inject_hyperparams (the
-# README's static_args=("predict_fn", "loss"), plus what each optimizer adds).
-NGD_STATIC = ("predict_fn", "loss")
-KFAC_STATIC = ("predict_fn", "loss", "example_inputs", "curvature_period", "inverse_period")
+# The arguments a schedule or state.hyperparams may set: every other argument is in kt.STATIC_ARGS.
+INJECTABLE = {"learning_rate", "damping", "t", "delay", "momentum", "ema_decay", "b1", "b2", "eps", "interval"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
     """One optimizer under contract: its factory, its settings for these tests (``fixed``, from the batch inputs
-    ``x``; ``numeric`` may be injected), its static arguments and which reference checks its updates."""
+    ``x``; ``numeric`` may be injected) and which reference checks its updates."""
 
     factory: Callable
     reference: str
-    static: tuple[str, ...]
     fixed: Callable[[jax.Array], dict] = lambda x: {}
     numeric: dict = dataclasses.field(default_factory=dict)
 
@@ -59,14 +58,14 @@ def kfac_fixed(x):
 
 
 CASES = {
-    "tngd": Case(kt.tngd, "ngd", NGD_STATIC, numeric={"t": 1e4}),
-    "tngd_adam": Case(kt.tngd_adam, "ngd_adam", NGD_STATIC, numeric={"t": 1e4}),
-    "ngd": Case(kt.ngd, "ngd", NGD_STATIC),
+    "tngd": Case(kt.tngd, "ngd", numeric={"t": 1e4}),
+    "tngd_adam": Case(kt.tngd_adam, "ngd_adam", numeric={"t": 1e4}),
+    "ngd": Case(kt.ngd, "ngd"),
     # >= the number of distinct eigenvalues, with slack for rounding
-    "ngd_cg": Case(kt.ngd_cg, "ngd", NGD_STATIC + ("iterations",), lambda x: {"iterations": 2 * N_MLP}),
-    "ngd_woodbury": Case(kt.ngd_woodbury, "ngd", NGD_STATIC),
-    "kfac": Case(kt.kfac, "eager", KFAC_STATIC, kfac_fixed, {"ema_decay": 0.9}),
-    "thermo_kfac": Case(kt.thermo_kfac, "eager", KFAC_STATIC, kfac_fixed, {"ema_decay": 0.9, "t": 1e4}),
+    "ngd_cg": Case(kt.ngd_cg, "ngd", lambda x: {"iterations": 2 * N_MLP}),
+    "ngd_woodbury": Case(kt.ngd_woodbury, "ngd"),
+    "kfac": Case(kt.kfac, "eager", kfac_fixed, {"ema_decay": 0.9}),
+    "thermo_kfac": Case(kt.thermo_kfac, "eager", kfac_fixed, {"ema_decay": 0.9, "t": 1e4}),
 }
 NAMES = list(CASES)
 
@@ -169,16 +168,16 @@ def test_jitted_train_step_in_chain(x64, name):
 @pytest.mark.filterwarnings("error")  # e.g. equinox's "A JAX array is being set as static!"
 def test_inject_hyperparams(x64, name):
     """Learning rate and damping (and the case's numeric settings: ema_decay, thermo_kfac's t) injected as traced
-    values: one trace for both settings; each update is the reference's for its values (K-FAC: the transform built
-    with them); changing the injected damping changes the update."""
+    values by ``kt.inject_hyperparams``, which needs no static_args: one trace for both settings; each update is
+    the reference's for its values (K-FAC: the transform built with them); changing the injected damping changes
+    the update."""
     case = CASES[name]
     params, x, y = ref.problem(LOSS)
     G = ref.ggn(LOSS, ref.mlp_predict, params, x, y)
     g_tree = ref.grad(LOSS, ref.mlp_predict, params, x, y)
     g = ref.flat(g_tree)
     fixed = dict(predict_fn=ref.mlp_predict, loss=LOSS, **case.fixed(x))
-    tx = optax.inject_hyperparams(case.factory, static_args=case.static)(
-        learning_rate=LR, damping=DAMPING, **fixed, **case.numeric)
+    tx = kt.inject_hyperparams(case.factory)(learning_rate=LR, damping=DAMPING, **fixed, **case.numeric)
     traces = []
 
     @jax.jit
@@ -200,6 +199,60 @@ def test_inject_hyperparams(x64, name):
     assert len(traces) == 1
     if case.reference != "ngd_adam":  # d / (|d| + eps) is nearly sign(d): damping barely moves it
         assert ref.rel_err(updates[1], 0.5 * updates[0]) > 0.1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_learning_rate_schedule(x64, name):
+    """A schedule on the learning rate through ``kt.inject_hyperparams`` (no static_args): each step's update is
+    the plain optimizer's with that step's rate as a constant, from the same state; the injected values are the
+    optimizer's numeric arguments only."""
+    case = CASES[name]
+    params, x, y = ref.problem(LOSS)
+    schedule = optax.exponential_decay(LR, transition_steps=1, decay_rate=0.5)
+    options = dict(predict_fn=ref.mlp_predict, loss=LOSS, damping=DAMPING, **case.fixed(x), **case.numeric)
+    tx = kt.inject_hyperparams(case.factory)(learning_rate=schedule, **options)
+    step = ref.quick_jit(lambda p, s: tx.update(ref.grad(LOSS, ref.mlp_predict, p, x, y), s, p, batch=(x, y)))
+    state = tx.init(params)
+    assert {"learning_rate", "damping"} <= set(state.hyperparams) <= INJECTABLE
+    for k in range(2):
+        # optax counts steps in int32, so this schedule's value is a float32 (0.3 to 4e-8): the rate at step k.
+        plain = case.factory(float(schedule(jnp.asarray(k, jnp.int32))), **options)
+        grads = ref.grad(LOSS, ref.mlp_predict, params, x, y)
+        expected = ref.update(plain, grads, state.inner_state, params, (x, y))[0]
+        updates, state = step(params, state)
+        assert ref.rel_err(ref.flat(updates), ref.flat(expected)) <= EAGER_RTOL, k  # as a vector: rounding
+        params = optax.apply_updates(params, updates)
+
+
+def test_static_args_cover_every_non_numeric_argument():
+    """Every argument of every optimizer factory is either static (kt.STATIC_ARGS) or a number that may be
+    injected: a new argument has to be put in one of the two."""
+    for factory in [case.factory for case in CASES.values()] + [kt.scale_by_kfac, kt.scale_by_natural_gradient]:
+        names = set(inspect.signature(factory).parameters)
+        assert names <= kt.STATIC_ARGS | INJECTABLE, (factory.__name__, names - kt.STATIC_ARGS - INJECTABLE)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_as_a_multi_transform_branch(x64, name):
+    """A branch of ``optax.multi_transform`` with labels a prefix of the params (the first layer's dict to the
+    optimizer, the second's to Adam: one ``MaskedNode`` hides the whole second layer), given the whole model as
+    ``model_params`` (K-FAC also ``example_params``): the branch's update is the optimizer's on the first layer
+    alone, of the model closing over the second as constants (K-FAC: that transform run eagerly; the
+    natural-gradient family: the dense solve over the first layer's parameters); the second layer gets Adam's."""
+    params, x, y = ref.problem(LOSS)
+    branch = make(name, x, **({"example_params": params} if CASES[name].reference == "eager" else {}))
+    tx = optax.multi_transform({"adam": optax.adam(LR), name: branch}, [name, "adam"])
+    grads = ref.grad(LOSS, ref.mlp_predict, params, x, y)
+    step = ref.quick_jit(lambda g, s, p: tx.update(g, s, p, batch=(x, y), model_params=p)[0])
+    updates = step(grads, tx.init(params), params)
+    closed = lambda first, inputs: ref.mlp_predict([first, params[1]], inputs)
+    reference = make(name, x, predict_fn=closed)
+    G = ref.ggn(LOSS, closed, params[0], x, y)
+    expected = lambda: ref.update(reference, grads[0], reference.init(params[0]), params[0], (x, y))[0]
+    check_update(name, ref.flat(updates[0]), expected, G, ref.flat(grads[0]), DAMPING, LR, "first layer")
+    adam = optax.adam(LR)
+    np.testing.assert_allclose(ref.flat(updates[1]), ref.flat(adam.update(grads[1], adam.init(params[1]))[0]),
+                               rtol=EAGER_RTOL)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -243,7 +296,7 @@ def test_injected_nonpositive_damping_fails_at_run_time(x64, name):
     case = CASES[name]
     params, x, y = ref.problem(LOSS)
     g_tree = ref.grad(LOSS, ref.mlp_predict, params, x, y)
-    tx = optax.inject_hyperparams(case.factory, static_args=case.static)(
+    tx = kt.inject_hyperparams(case.factory)(
         learning_rate=LR, predict_fn=ref.mlp_predict, loss=LOSS, damping=DAMPING, **case.fixed(x), **case.numeric)
     opt_state = tx.init(params)
     opt_state.hyperparams["damping"] = jnp.asarray(0.0, jnp.float64)

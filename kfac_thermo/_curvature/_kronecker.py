@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
 from .._model import LayerTap, TappedModel
+from .._predict import check_predict_fn
 
 Fallback = Literal["diagonal", "identity"]
 FALLBACKS = ("diagonal", "identity")
@@ -122,4 +123,5 @@ def kfac_blocks(predict_fn: Callable, params: PyTree, example_inputs: PyTree, *,
         example_inputs: a batch of inputs (arrays or ``jax.ShapeDtypeStruct`` with the batch axis first).
         fallback: the block of parameters outside every factored layer: "diagonal" or "identity".
     """
+    check_predict_fn(predict_fn)
     return KFACModel(predict_fn, params, example_inputs, fallback).table()

@@ -26,6 +26,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._losses import Loss, LossSpec, as_loss
 from .._model import layer_inputs, output_derivatives
+from .._predict import check_predict_fn
 from .._work import Work, digital
 from ._directions import CurvatureKind, check_curvature, output_directions
 from ._kronecker import Fallback, KFACModel
@@ -105,6 +106,7 @@ def loss_grads_and_statistics(
         fallback: "diagonal" or "identity", as given to the optimizer.
     """
     loss_fn = as_loss(loss)
+    check_predict_fn(predict_fn)
     check_curvature(curvature, key_now=False)
 
     def value_grads_statistics(params, batch, key=None):

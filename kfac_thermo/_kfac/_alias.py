@@ -35,6 +35,7 @@ def kfac(
     nonfinite: NonFinitePolicy = "skip",
     mesh: Mesh | None = None,
     solver_axis: str = "data",
+    example_params: PyTree | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Digital K-FAC: ``theta <- theta - learning_rate (A (x) S + damping)^-1 g`` block by block.
 
@@ -42,14 +43,15 @@ def kfac(
     ``damping_mode="factored"`` splits the damping between the factors with Martens & Grosse's ``pi`` and inverts
     them by Cholesky; ``"exact"`` adds ``damping`` to the Kronecker product's eigenvalues (two eigendecompositions
     per layer at each inverse refresh, twice the products per step). Weight decay: chain
-    ``optax.add_decayed_weights`` before it. See :func:`scale_by_kfac` for the other arguments; ``update`` needs
+    ``optax.add_decayed_weights`` before it. See :func:`scale_by_kfac` for the other arguments (``example_params``
+    and ``update``'s ``model_params`` for a branch of ``optax.multi_transform``); ``update`` needs
     ``batch=(inputs, targets)``.
     """
     direction = scale_by_kfac(
         DigitalKronecker(damping_mode), predict_fn=predict_fn, loss=loss, damping=damping,
         example_inputs=example_inputs, curvature=curvature, ema_decay=ema_decay, curvature_period=curvature_period,
         inverse_period=inverse_period, fallback=fallback, key=key, nonfinite=nonfinite, mesh=mesh,
-        solver_axis=solver_axis,
+        solver_axis=solver_axis, example_params=example_params,
     )
     return with_learning_rate(direction, learning_rate, momentum, KFACState)
 
@@ -77,6 +79,7 @@ def thermo_kfac(
     nonfinite: NonFinitePolicy = "skip",
     mesh: Mesh | None = None,
     solver_axis: str = "data",
+    example_params: PyTree | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Thermodynamic K-FAC: :func:`kfac`'s factored-damping update with the per-layer solves (``method="solve"``)
     or factor inversions (``method="invert"``) done by the simulated analog ``device``; see
@@ -97,5 +100,6 @@ def thermo_kfac(
         solver, predict_fn=predict_fn, loss=loss, damping=damping, example_inputs=example_inputs,
         curvature=curvature, ema_decay=ema_decay, curvature_period=curvature_period, inverse_period=inverse_period,
         fallback=fallback, key=key, nonfinite=nonfinite, mesh=mesh, solver_axis=solver_axis,
+        example_params=example_params,
     )
     return with_learning_rate(direction, learning_rate, momentum, KFACState)

@@ -35,6 +35,7 @@ from .._curvature import CurvatureKind, Fallback, KFACModel, LayerStatistics, ba
 from .._kernels import kernel_work
 from .._losses import LossSpec
 from .._parallel import axis_size, distribute
+from .._predict import branch_predict
 from .._solver import AbstractDampedSolver
 from .._work import Work, parallel, sequential
 
@@ -155,11 +156,15 @@ def scale_by_kfac(
     nonfinite: NonFinitePolicy = "skip",
     mesh: Mesh | None = None,
     solver_axis: str = "data",
+    example_params: PyTree | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Precondition the gradient with K-FAC's block-diagonal Kronecker curvature (module docstring).
 
-    ``update(updates, state, params, *, batch=(inputs, targets), statistics=None)``: ``statistics`` from
-    :func:`loss_grads_and_statistics` (same params and batch) replace the optimizer's own statistics pass.
+    ``update(updates, state, params, *, batch=(inputs, targets), statistics=None, model_params=None)``:
+    ``statistics`` from :func:`loss_grads_and_statistics` (same params and batch) replace the optimizer's own
+    statistics pass; ``model_params`` are the whole model's parameters when this is a branch of
+    ``optax.multi_transform`` / ``optax.masked`` (params with ``optax.MaskedNode`` leaves): the layers and
+    factors are then those of the branch's parameters, the others held at their values (``kfac_thermo._predict``).
 
     Args:
         solver: the damped solver of one Kronecker block (``curvature = (A, S)``): ``DigitalKronecker`` or
@@ -185,6 +190,9 @@ def scale_by_kfac(
             (layer ``i`` on device ``i mod n``: one solver per device; ``kfac_thermo.distribute``), for a train step
             jit-compiled on this mesh with replicated optimizer state. The result is the same as without.
         solver_axis: the mesh axis the layers are spread over (the data axis in data-parallel training).
+        example_params: the whole model's parameters (arrays or shape structs), needed only as a branch of
+            ``optax.multi_transform`` / ``optax.masked``: ``init`` then sees the branch's parameters only and
+            traces the model with the others taken from here.
     """
     loss_fn, damping = check_transform(solver, predict_fn=predict_fn, loss=loss, damping=damping,
                                        curvature=curvature, key=key, nonfinite=nonfinite)
@@ -200,7 +208,9 @@ def scale_by_kfac(
 
     def init_fn(params):
         check_params(params, name)
-        model = KFACModel(predict_fn, params, example_inputs, fallback)
+        predict = branch_predict(name, predict_fn, params, example_params,
+                                 "give example_params=params (the whole model's, or their shapes) at construction")
+        model = KFACModel(predict, params, example_inputs, fallback)
         leaves = jax.tree_util.tree_leaves(params)
         pairs, inverses, solver_states = [], [], []
         for index, layer in enumerate(model.layers):
@@ -222,10 +232,11 @@ def scale_by_kfac(
             skipped=jnp.zeros([], jnp.int32),
         )
 
-    def update_fn(updates, state, params=None, *, batch=None, statistics=None, **extra_args):
+    def update_fn(updates, state, params=None, *, batch=None, statistics=None, model_params=None, **extra_args):
         del extra_args
-        inputs, targets = batch_of(name, predict_fn, loss_fn, params, batch)
-        model = KFACModel(predict_fn, params, inputs, fallback)
+        predict = branch_predict(name, predict_fn, params, model_params, "pass update(..., model_params=params)")
+        inputs, targets, updates = batch_of(name, predict, loss_fn, params, batch, updates)
+        model = KFACModel(predict, params, inputs, fallback)
         shapes = [(A.shape[0], S.shape[0]) for A, S in state.factors]
         if shapes != [model.dims(layer)[::-1] for layer in model.layers]:
             raise ValueError(f"{name}: the batch's layers {[model.dims(l)[::-1] for l in model.layers]} differ from "

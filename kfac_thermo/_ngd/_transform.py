@@ -19,6 +19,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from .._common import NonFinitePolicy, batch_of, check_damping, check_params, check_transform, keep_where, split_key
 from .._curvature import BatchCurvature, CurvatureKind
 from .._losses import LossSpec
+from .._predict import branch_predict
 from .._solver import AbstractDampedSolver
 from .._work import Work
 
@@ -59,6 +60,10 @@ def scale_by_natural_gradient(
     as the keyword-only extra argument ``batch=(inputs, targets)`` of ``update``. The direction has the pytree
     structure of the gradient.
 
+    As a branch of ``optax.multi_transform`` / ``optax.masked`` (params with ``optax.MaskedNode`` leaves),
+    ``update`` also needs ``model_params=params``, the whole model's parameters: the curvature is then over the
+    branch's parameters, the others held at their values (``kfac_thermo._predict``).
+
     Args:
         solver: a damped solver of the batch curvature: digital (dense, Woodbury, CG) or
             :class:`ThermodynamicSolver`.
@@ -89,12 +94,13 @@ def scale_by_natural_gradient(
             skipped=jnp.zeros([], jnp.int32),
         )
 
-    def update_fn(updates, state, params=None, *, batch=None, **extra_args):
+    def update_fn(updates, state, params=None, *, batch=None, model_params=None, **extra_args):
         del extra_args
-        inputs, targets = batch_of(name, predict_fn, loss_fn, params, batch)
+        predict = branch_predict(name, predict_fn, params, model_params, "pass update(..., model_params=params)")
+        inputs, targets, updates = batch_of(name, predict, loss_fn, params, batch, updates)
         g, unravel = ravel_pytree(updates)
         key_curvature, key_solve, next_key = split_key(state.key, 3)
-        curv = BatchCurvature(curvature, predict_fn, loss_fn, params, inputs, targets, key_curvature)
+        curv = BatchCurvature(curvature, predict, loss_fn, params, inputs, targets, key_curvature)
         prepared, refresh_work = solver.refresh(curv, check_damping(damping),
                                                 None if key_solve is None else jr.fold_in(key_solve, 1))
         # The solver sees the number of steps it has actually taken: a skipped step must not count, or a
