@@ -55,10 +55,13 @@ def test_every_optimizer_runs_two_steps_on_digits(tmp_path, optimizer):
     cfg = make_config(f"optimizer={optimizer}", "run.max_steps=2", "run.eval_every=2", *QUIET, *extra)
     summary = run(cfg, str(tmp_path))
     assert summary["steps"] == 2
-    records = rundir.read_metrics(str(tmp_path))
+    initial, *records = rundir.read_metrics(str(tmp_path))
     assert [r["step"] for r in records] == [1, 2]
     assert all(np.isfinite(r["train_loss"]) and r["modeled_time_s"] > 0 for r in records)
     assert 0.0 <= records[-1]["test_accuracy"] <= 1.0
+    # The evaluation before any update: the untrained model, no time spent, no work done.
+    assert initial["step"] == 0 and 0.0 <= initial["test_accuracy"] <= 1.0 and "train_loss" not in initial
+    assert initial["wall_time_s"] == initial["modeled_time_s"] == 0.0 and initial["work_steps"] == 0
     for name in ("config.yaml", "versions.json", "summary.json", "metrics.jsonl"):
         assert (tmp_path / name).exists(), name
 
