@@ -45,6 +45,6 @@ def record_line(record: dict[str, Any]) -> str:
 def summary_line(summary: dict[str, Any]) -> str:
     """The headline of a finished run: final and best metric, steps, wall and modeled hardware time."""
     metric = summary["metric"]
-    return (f"{metric.replace('_', ' ')}: final {number(summary['final'].get(metric))}, best {number(summary['best_' + metric])}, "
-            f"steps {summary['steps']}, wall {number(summary['wall_time_s'])} s, "
+    return (f"{metric.replace('_', ' ')}: final {number(summary['final'].get(metric))}, "
+            f"best {number(summary['best_' + metric])}, steps {summary['steps']}, wall {number(summary['wall_time_s'])} s, "
             f"modeled hardware {number(summary['modeled_time_s'])} s")

@@ -81,6 +81,7 @@ def test_run_name_is_a_readable_prefix_and_the_config_hash():
     assert identity.run_name(make_config("optimizer=adam", "task.hidden=8")) != name
     # run control does not change the identity; the seeds of one config share the hash
     assert identity.run_name(make_config("optimizer=adam", "run.max_steps=7", *QUIET)) == name
+    assert identity.run_name(make_config("optimizer=adam", "run.logger=tensorboard")) == name
     assert identity.run_name(make_config("optimizer=adam", "seed=3")) == name.replace("seed0", "seed3")
 
 

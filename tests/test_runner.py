@@ -106,6 +106,19 @@ def test_bad_overrides_are_errors_that_name_the_key(override, error):
         make_config(override)
 
 
+@pytest.mark.parametrize("override, key, fields", [
+    ("+optimizer.lr=1", "optimizer.lr", "name, learning_rate, b1, b2, eps"),  # Hydra's own suggestion for lr=1
+    ("+run.epochs=3", "run.epochs", "max_steps, eval_every"),
+    ("+lr=1", "lr", "task, optimizer, device, run, mesh, seed"),
+])
+def test_a_key_added_with_plus_is_refused_naming_it_and_the_valid_fields(tmp_path, override, key, fields):
+    """``+key=value`` opens the structured config for an addition Hydra does not check: the runner refuses it."""
+    with pytest.raises(ValueError, match=rf"unknown key {re.escape(key)}: .*valid fields are {re.escape(fields)}"):
+        run(make_config("optimizer=adam", override, *QUIET), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+    assert cli("optimizer=adam", override, *QUIET, f"hydra.run.dir={tmp_path / 'cli'}") == 1
+
+
 def test_mnist_without_data_dir_is_a_clear_error(tmp_path):
     cfg = make_config("task=mnist", f"task.data_dir={tmp_path / 'nowhere'}", *QUIET)
     with pytest.raises(FileNotFoundError, match="nowhere"):
