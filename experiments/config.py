@@ -90,6 +90,35 @@ class SgdOptimizer:
 
 
 @dataclass
+class MuonOptimizer:
+    """``optax.contrib.muon``: momentum orthogonalised by ``ns_steps`` Newton-Schulz iterations on the matrix
+    parameters (the CNN's dense layers), Adam at ``adam_learning_rate`` on the others (its conv kernel, biases)."""
+
+    name: str = "muon"
+    learning_rate: float = 0.02
+    adam_learning_rate: float = 1e-3
+    beta: float = 0.95
+    ns_steps: int = 5
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SophiaOptimizer:
+    """Sophia-G (``kfac_thermo.sophia_g``, arXiv 2305.14342): the Gauss-Newton diagonal by the GNB estimator every
+    ``update_interval`` steps, its moving average (``b2``) preconditioning the momentum (``b1``), the ratio clipped
+    at 1 (``gamma`` scales the curvature)."""
+
+    name: str = "sophia"
+    learning_rate: float = 1e-3
+    b1: float = 0.965
+    b2: float = 0.99
+    gamma: float = 0.01
+    eps: float = 1e-12
+    update_interval: int = 10
+    weight_decay: float = 0.0
+
+
+@dataclass
 class NaturalGradientOptimizer:
     """Shared fields of the natural-gradient family. ``curvature``: ggn | ggn_curvature_prop | empirical_fisher | mc_fisher, or auto
     (the task's choice: the exact GGN for classification, the Monte-Carlo Fisher for wide QA outputs)."""
@@ -311,7 +340,8 @@ DEVICE_PRESETS = {
 }
 
 OPTIMIZERS = {
-    "adam": AdamOptimizer, "sgd": SgdOptimizer, "tngd": TngdOptimizer, "tngd_adam": TngdAdamOptimizer,
+    "adam": AdamOptimizer, "sgd": SgdOptimizer, "muon": MuonOptimizer, "sophia": SophiaOptimizer,
+    "tngd": TngdOptimizer, "tngd_adam": TngdAdamOptimizer,
     "ngd": NgdOptimizer, "ngd_cg": NgdCgOptimizer, "ngd_woodbury": NgdWoodburyOptimizer,
     "kfac": KfacOptimizer, "thermo_kfac": ThermoKfacOptimizer,
 }

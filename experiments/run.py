@@ -1,7 +1,8 @@
 """``python -m experiments.run [overrides]``: train one configuration into its run directory.
 
 With no arguments: the paper's small CNN on scikit-learn's digits with TNGD on an ideal device. Overrides select
-``task=digits|mnist|squad``, ``optimizer=adam|sgd|tngd|tngd_adam|ngd|ngd_cg|ngd_woodbury|kfac|thermo_kfac``,
+``task=digits|mnist|squad``,
+``optimizer=adam|sgd|muon|sophia|tngd|tngd_adam|ngd|ngd_cg|ngd_woodbury|kfac|thermo_kfac``,
 ``device=ideal|paper|noisy|quantized8|realistic``, ``+experiment=paper_mnist|paper_squad``, ``seed=...`` and
 any field (``optimizer.t=5``); ``-m`` sweeps (``-m optimizer=adam,tngd seed=0,1,2``). ``mesh.data=N`` splits each
 batch over N devices (``mesh.distributed=true`` for a multi-host launch: ``MeshSettings`` in config.py).

@@ -48,7 +48,8 @@ def test_default_config_is_tngd_on_digits_with_an_ideal_device():
 
 
 @pytest.mark.parametrize(
-    "optimizer", ["adam", "sgd", "tngd", "tngd_adam", "ngd", "ngd_cg", "ngd_woodbury", "kfac", "thermo_kfac"]
+    "optimizer", ["adam", "sgd", "muon", "sophia", "tngd", "tngd_adam", "ngd", "ngd_cg", "ngd_woodbury", "kfac",
+                  "thermo_kfac"]
 )
 def test_every_optimizer_runs_two_steps_on_digits(tmp_path, optimizer):
     extra = ["task.channels=2", "task.hidden=4"] if optimizer == "ngd" else []  # dense NGD is O(N^3)
