@@ -7,8 +7,9 @@ Reads only run directories (``metrics.jsonl``, ``summary.json``). Runs whose dir
 highest seed (min-max; the train loss smoothed by a moving average first, 200 points in the paper), and the table
 reports mean +- standard deviation. The x of a time axis is the mean over seeds of the cumulative seconds at each
 record (``wall_time_s``: measured, compilation excluded; ``modeled_time_s``: the modeled hardware,
-experiments.hardware); time axes are logarithmic (the optimizers' step times differ by orders of magnitude), so
-the evaluation at step 0 shows on the step axis. :func:`plot_run` draws one run directory's ``plots.png``.
+experiments.hardware). The time axes are symmetric-logarithmic (the optimizers' step times differ by orders of
+magnitude): linear from 0 to the earliest record's time, logarithmic beyond, so every curve starts at its
+evaluation at step 0. :func:`plot_run` draws one run directory's ``plots.png``.
 """
 
 from __future__ import annotations
@@ -92,10 +93,12 @@ def figure(groups: dict[str, list[dict]], smooth: int, title: str):
 
     metric = next(iter(groups.values()))[0]["summary"]["metric"]
     fig, axes = plt.subplots(2, len(AXES), figsize=(15, 7.5), squeeze=False)
+    earliest = [np.inf] * len(AXES)  # per column, the smallest positive x (a time axis' linear range)
     for label, runs in groups.items():
         for col, (x_key, _) in enumerate(AXES):
             for row, (y_key, window) in enumerate((("train_loss", smooth), (metric, 1))):
                 x, ys = curves(runs, x_key, y_key, window)
+                earliest[col] = min(earliest[col], np.min(x[x > 0], initial=np.inf))
                 line, = axes[row, col].plot(x, ys.mean(axis=0), lw=1.0, marker="o" if row else None, ms=2.5,
                                             label=f"{label} ({len(runs)} seed{'s' * (len(runs) > 1)})")
                 if len(runs) > 1:
@@ -105,9 +108,10 @@ def figure(groups: dict[str, list[dict]], smooth: int, title: str):
     for col, (x_key, x_label) in enumerate(AXES):
         axes[0, col].set(xlabel=x_label, ylabel=loss_label, yscale="log")
         axes[1, col].set(xlabel=x_label, ylabel=words(metric))
-        if x_key != "step":
-            axes[0, col].set_xscale("log")
-            axes[1, col].set_xscale("log")
+        if x_key != "step" and np.isfinite(earliest[col]):
+            for row in (0, 1):
+                axes[row, col].set_xscale("symlog", linthresh=earliest[col])
+                axes[row, col].set_xlim(left=0.0)
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"{title}\n{BAND}" if title else BAND)
     fig.tight_layout()

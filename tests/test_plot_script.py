@@ -63,6 +63,9 @@ def test_figure_plots_against_steps_wall_and_modeled_time_in_words_with_a_band_o
     mean = accuracy_vs_step.lines[0]
     assert list(mean.get_xdata()) == [0, 5, 10]
     assert mean.get_ydata()[-1] == pytest.approx(np.mean(finals))
+    # The time axes start at 0 too (symmetric-log: linear up to the earliest record's time).
+    for ax in axes[4:]:
+        assert ax.get_xscale() == "symlog" and ax.lines[0].get_xdata()[0] == 0 and ax.get_xlim()[0] == 0
     # One band (the group of two seeds; none for a single seed), spanning the seeds' lowest to highest values.
     (band,) = accuracy_vs_step.collections
     top = band.get_paths()[0].vertices[:, 1]
