@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-import optax
 import pytest
 from optax.contrib._muon import orthogonalize_via_newton_schulz
 
@@ -138,14 +137,14 @@ def test_newton_schulz_work_counts_the_operations_of_optax_muon(shape, ns_steps)
 # --- in the runner ---------------------------------------------------------------------------------------------
 
 
-def runner_optimizer(name, params, predict_fn):
-    cfg = config.OPTIMIZERS[name]()
-    return build_optimizer(cfg, config.DeviceConfig(), predict_fn=predict_fn, loss=LOSS, seed=0)
+def runner_optimizer(name, predict_fn):
+    """The runner's optimizer ``name`` at its config defaults."""
+    return build_optimizer(config.OPTIMIZERS[name](), config.DeviceConfig(), predict_fn=predict_fn, loss=LOSS, seed=0)
 
 
 def step_work(name):
     params, x, y = ref.problem(LOSS, batch=4)
-    tx = runner_optimizer(name, params, ref.mlp_predict)
+    tx = runner_optimizer(name, ref.mlp_predict)
     loss = lambda p, xs, ys, key: ref.batch_loss(LOSS, ref.mlp_predict, p, xs, ys)
     _, state, _ = jax.jit(train_step(loss, tx))(params, tx.init(params), x, y, None)
     return params, kt.total_work(state)
