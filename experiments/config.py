@@ -6,12 +6,13 @@ The YAML files in ``configs/`` pick the defaults and hold the papers' presets (`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 # ---------------------------------------------------------------------------------------------- tasks
@@ -86,6 +87,35 @@ class SgdOptimizer:
     name: str = "sgd"
     learning_rate: float = 0.05
     momentum: Optional[float] = None
+
+
+@dataclass
+class MuonOptimizer:
+    """``optax.contrib.muon``: momentum orthogonalised by ``ns_steps`` Newton-Schulz iterations on the matrix
+    parameters (the CNN's dense layers), Adam at ``adam_learning_rate`` on the others (its conv kernel, biases)."""
+
+    name: str = "muon"
+    learning_rate: float = 0.02
+    adam_learning_rate: float = 1e-3
+    beta: float = 0.95
+    ns_steps: int = 5
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SophiaOptimizer:
+    """Sophia-G (``kfac_thermo.sophia_g``, arXiv 2305.14342): the Gauss-Newton diagonal by the GNB estimator every
+    ``update_interval`` steps, its moving average (``b2``) preconditioning the momentum (``b1``), the ratio clipped
+    at 1 (``gamma`` scales the curvature)."""
+
+    name: str = "sophia"
+    learning_rate: float = 1e-3
+    b1: float = 0.965
+    b2: float = 0.99
+    gamma: float = 0.01
+    eps: float = 1e-12
+    update_interval: int = 10
+    weight_decay: float = 0.0
 
 
 @dataclass
@@ -193,8 +223,10 @@ class DeviceConfig:
 @dataclass
 class RunSettings:
     """Loop settings. ``max_steps`` caps the step count (None: ``epochs`` of the task). Test metrics every
-    ``eval_every`` steps and at the end, a metrics record every ``log_every`` steps, a checkpoint every
-    ``checkpoint_every``.
+    ``eval_every`` steps, at step 0 (before any update) and at the end, a metrics record every ``log_every`` steps,
+    a checkpoint every ``checkpoint_every``. ``logger``: where the records go besides ``metrics.jsonl`` (always
+    written): ``jsonl`` (nowhere else), ``tensorboard``, ``wandb`` or ``mlflow``, each offline into the run
+    directory (experiments.trackers).
 
     Divergence: a step whose training loss is not finite, or above ``divergence_spike_factor`` times the first
     step's, diverges at once; a loss above ``divergence_factor``
@@ -212,9 +244,11 @@ class RunSettings:
     divergence_factor: float = 10.0
     divergence_window: int = 20
     divergence_spike_factor: float = 1000.0
+    logger: str = "jsonl"
 
 
 ON_DIVERGENCE = ("stop", "warn")
+LOGGERS = ("jsonl", "tensorboard", "wandb", "mlflow")
 
 @dataclass
 class MeshSettings:
@@ -247,13 +281,35 @@ class Config:
 RUN_CONTROL = (
     "run.max_steps", "run.checkpoint_every", "run.progress", "run.plots",
     "run.on_divergence", "run.divergence_factor", "run.divergence_window",
-    "run.divergence_spike_factor",
+    "run.divergence_spike_factor", "run.logger",
     "mesh.distributed", "mesh.coordinator_address", "mesh.num_processes", "mesh.process_id",
 )
 
 
+def unknown_keys(cfg, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """``(dotted key, the fields its node has)`` of every key of ``cfg`` that its node's dataclass lacks: what
+    Hydra's ``+key=value`` (which opens a structured config for additions) put there."""
+    found = []
+    schema = OmegaConf.get_type(cfg)
+    fields = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
+    for key in cfg.keys():
+        if fields is not None and key not in fields:
+            found.append((f"{prefix}{key}", fields))
+        elif OmegaConf.is_dict(cfg._get_node(key)):
+            found.extend(unknown_keys(cfg[key], f"{prefix}{key}."))
+    return found
+
+
 def validate(cfg) -> None:
-    """Value checks the schema's types cannot express; a ``ValueError`` names the field and its value."""
+    """Checks the schema's types cannot express: no key outside the schema (Hydra's ``+key=value`` adds one to a
+    structured config without complaint) and the values' ranges; a ``ValueError`` names the key or field and its
+    value."""
+    unknown = unknown_keys(cfg)
+    if unknown:
+        key, fields = unknown[0]
+        node = key.rpartition(".")[0] or "the config"
+        raise ValueError(f"unknown key {key}: not a field of {node} (Hydra's '+' adds a key to a structured config "
+                         f"unchecked); the valid fields are {', '.join(fields)}")
     counts = {"task.batch_size": cfg.task.batch_size, "task.epochs": cfg.task.epochs,
               "run.eval_every": cfg.run.eval_every, "run.log_every": cfg.run.log_every,
               "run.checkpoint_every": cfg.run.checkpoint_every, "run.divergence_window": cfg.run.divergence_window}
@@ -269,6 +325,8 @@ def validate(cfg) -> None:
             raise ValueError(f"{name}={value}: must be a finite positive number")
     if cfg.run.on_divergence not in ON_DIVERGENCE:
         raise ValueError(f"run.on_divergence={cfg.run.on_divergence!r}: must be one of {ON_DIVERGENCE}")
+    if cfg.run.logger not in LOGGERS:
+        raise ValueError(f"run.logger={cfg.run.logger!r}: must be one of {LOGGERS}")
 
 
 DEVICE_PRESETS = {
@@ -282,7 +340,8 @@ DEVICE_PRESETS = {
 }
 
 OPTIMIZERS = {
-    "adam": AdamOptimizer, "sgd": SgdOptimizer, "tngd": TngdOptimizer, "tngd_adam": TngdAdamOptimizer,
+    "adam": AdamOptimizer, "sgd": SgdOptimizer, "muon": MuonOptimizer, "sophia": SophiaOptimizer,
+    "tngd": TngdOptimizer, "tngd_adam": TngdAdamOptimizer,
     "ngd": NgdOptimizer, "ngd_cg": NgdCgOptimizer, "ngd_woodbury": NgdWoodburyOptimizer,
     "kfac": KfacOptimizer, "thermo_kfac": ThermoKfacOptimizer,
 }

@@ -7,6 +7,7 @@ config), then writes ``<out>/<figure>.png`` and ``<out>/<figure>.md``.
     python scripts/figures.py fig7  --data-dir ../shared/data/mnist    # kappa0 in {0.1, 0.01, 0.001} at t = tau
     python scripts/figures.py fig7-t50 --data-dir ../shared/data/mnist # the same at t = 50 tau
     python scripts/figures.py kfac-bits --data-dir ../shared/data/mnist   # thermodynamic K-FAC vs converter bits
+    python scripts/figures.py baselines --data-dir ../shared/data/mnist   # Adam, Muon, Sophia-G, K-FAC, TNGD
     python scripts/figures.py fig5 --data-path ../shared/data/squad/dev-v1.1.json.zip   # QA fine-tuning
     python scripts/figures.py all --data-dir ... [--data-path ...]     # every figure
 
@@ -130,6 +131,15 @@ FIGURES = {figure.name: figure for figure in (
            note=MNIST_SPLIT + " The paper's workloads (ViT on ImageNet, a GNN) are out of reach here; factors and "
                               "device refreshed every 10 steps; thermal noise 1e-6; 300 steps (Adam reaches 90% in "
                               "about 220, K-FAC in about 50; a K-FAC step costs ~0.7 s here)."),
+    Figure("baselines", "The baselines a researcher would pick today beside Adam on MNIST: Muon and Sophia-G (the "
+           "diagonal-Hessian family), digital K-FAC and TNGD", "mnist",
+           (ADAM, _curve("muon", "Muon (lr 0.02, Adam 1e-3 on the conv kernel and biases)", "optimizer=muon"),
+            _curve("sophia", "Sophia-G (lr 1e-3, GNB curvature every 10 steps)", "optimizer=sophia"),
+            _curve("kfac", "digital K-FAC", "optimizer=kfac", *KFAC_PERIODS),
+            _curve("tngd-exact-law", "TNGD, t = 50 tau (exact law)", *TNGD, EXACT_LAW)),
+           seeds=3, max_steps=300, quick_max_steps=100,
+           note=MNIST_SPLIT + " Every optimizer at its defaults (experiments/config.py; TNGD the paper's main runs, "
+                              "K-FAC refreshed every 10 steps), none tuned for this figure; 300 steps."),
     Figure("fig5", "TNGD paper Fig. 5: QA fine-tuning with LoRA; plain TNGD trains worse than Adam, TNGD-Adam best",
            "squad",
            (ADAM, _curve("tngd", "TNGD (lr 0.01, t = 0.4 tau, lambda = 1)", "optimizer=tngd_qa_paper", "device=ideal"),

@@ -19,6 +19,31 @@ SGD_UPDATE_WORK = dict(flops_per_param=1.0, bytes_per_param=2 * 4)
 SGD_MOMENTUM_UPDATE_WORK = dict(flops_per_param=3.0, bytes_per_param=4 * 4)
 
 
+def newton_schulz_work(shape: tuple[int, ...], ns_steps: int) -> kfac_thermo.Work:
+    """Muon's matrix work on one parameter of ``shape`` (kind "precondition"; none unless it is a matrix): the
+    Frobenius normalisation (3 flops per entry) and ``ns_steps`` quintic Newton-Schulz iterations on the m x n
+    matrix oriented so that m <= n: ``A = X X^T`` (2 m^2 n flops), ``B = c1 A + c2 A A`` (2 m^3 + 3 m^2),
+    ``X <- c0 X + B X`` (2 m^2 n + 2 m n); each iteration three matrix-product kernels reading X twice, A three
+    times and B and X once and writing A, B and X, in float32."""
+    if len(shape) != 2:
+        return kfac_thermo.digital_work()
+    m, n = sorted(shape)
+    flops = 3 * m * n + ns_steps * (4 * m * m * n + 2 * m**3 + 3 * m * m + 2 * m * n)
+    bytes_ = 4 * (2 * m * n + ns_steps * (4 * m * n + 5 * m * m))
+    return kfac_thermo.digital_work(flops={"precondition": flops}, bytes={"precondition": bytes_},
+                                    kernels={"precondition": 1 + 3 * ns_steps})
+
+
+def muon(cfg) -> optax.GradientTransformation:
+    """``optax.contrib.muon`` (Newton-Schulz-orthogonalised momentum on the matrices, Adam on the other leaves)
+    with its work record: Adam's element-wise work on every parameter (Muon's momentum, Nesterov step and scaling
+    take about as much) and :func:`newton_schulz_work` on each matrix."""
+    transform = optax.contrib.muon(cfg.learning_rate, ns_steps=cfg.ns_steps, beta=cfg.beta,
+                                   weight_decay=cfg.weight_decay, adam_learning_rate=cfg.adam_learning_rate)
+    return kfac_thermo.with_work(transform, **ADAM_UPDATE_WORK,
+                                 leaf_work=lambda shape: newton_schulz_work(shape, cfg.ns_steps))
+
+
 def build_device(cfg) -> thermox.AnalogDevice:
     """The :class:`thermox.AnalogDevice` a device config describes (its ``seed`` is the chip's identity)."""
     return thermox.AnalogDevice(
@@ -44,6 +69,12 @@ def build_optimizer(cfg, device_cfg, *, predict_fn: Callable, loss: Any, seed: i
     if name == "sgd":
         work = SGD_UPDATE_WORK if cfg.momentum is None else SGD_MOMENTUM_UPDATE_WORK
         return kfac_thermo.with_work(optax.sgd(cfg.learning_rate, momentum=cfg.momentum), **work)
+    if name == "muon":
+        return muon(cfg)
+    if name == "sophia":
+        return kfac_thermo.sophia_g(cfg.learning_rate, predict_fn=predict_fn, loss=loss, key=key, b1=cfg.b1,
+                                    b2=cfg.b2, gamma=cfg.gamma, eps=cfg.eps, update_interval=cfg.update_interval,
+                                    weight_decay=cfg.weight_decay)
     common = dict(predict_fn=predict_fn, loss=loss, damping=cfg.damping)
     if name in ("ngd", "ngd_woodbury", "ngd_cg"):
         extra = {"iterations": cfg.iterations} if name == "ngd_cg" else {}

@@ -67,8 +67,9 @@ def price(run: RunRecord, hardware: hw.Hardware) -> dict[str, np.ndarray]:
     out: dict[str, list[float]] = {}
     paper = hw.analog_platform("paper")
     for work, steps in zip(run.works, run.work_steps):
-        # A record of several steps (run.log_every > 1) is priced as that many copies of its mean step.
-        mean = work if steps == 1 else work.scaled(1.0 / steps)
+        # A record of several steps (run.log_every > 1) is priced as that many copies of its mean step; the
+        # step-0 record (the initial evaluation) holds no step and costs nothing.
+        mean = work if steps <= 1 else work.scaled(1.0 / steps)
         for name, cost in hw.accountings(mean, run.profile, hardware, run.measured, paper).items():
             out.setdefault(f"{name}_time_s", []).append(steps * cost.time_s)
             out.setdefault(f"{name}_energy_j", []).append(steps * cost.energy_j)

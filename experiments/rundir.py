@@ -1,4 +1,4 @@
-"""What a run directory holds (resolved config, versions, metrics.jsonl, summary.json, plots, checkpoints) and
+"""What a run directory holds (resolved config, versions, metrics.jsonl, summary.json, plots, checkpoints, run.log) and
 how a run opens one: created or checked against its stored config, and locked against a second process."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ VERSIONS = "versions.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 LOCK = "run.lock"
+LOG = "run.log"  # Hydra's job log (configs/hydra/job_logging/run.yaml), which may start before the run opens
 
 
 class ConfigMismatchError(ValueError):
@@ -86,12 +87,15 @@ def read_metrics(run_dir: str) -> list[dict]:
     return records
 
 
+def write_metrics(run_dir: str, records: list[dict]) -> None:
+    """``metrics.jsonl`` holding exactly ``records`` (written atomically)."""
+    write_text(os.path.join(run_dir, METRICS), "".join(json.dumps(record) + "\n" for record in records))
+
+
 def truncate_metrics(run_dir: str, last_step: int) -> None:
     """Keep only records up to ``last_step`` (a resumed run rewrites what came after its checkpoint)."""
-    if not os.path.exists(os.path.join(run_dir, METRICS)):
-        return
-    kept = [r for r in read_metrics(run_dir) if r["step"] <= last_step]
-    write_text(os.path.join(run_dir, METRICS), "".join(json.dumps(record) + "\n" for record in kept))
+    if os.path.exists(os.path.join(run_dir, METRICS)):
+        write_metrics(run_dir, [r for r in read_metrics(run_dir) if r["step"] <= last_step])
 
 
 def append_metrics(run_dir: str, record: dict) -> None:
@@ -130,7 +134,7 @@ def _check_or_store_config(run_dir: str, cfg: DictConfig) -> None:
     config to have the same identity (run-control fields may differ)."""
     path = os.path.join(run_dir, CONFIG)
     if not os.path.exists(path):
-        others = sorted(set(os.listdir(run_dir)) - {LOCK})
+        others = sorted(set(os.listdir(run_dir)) - {LOCK, LOG})
         if others:
             raise ConfigMismatchError(f"{run_dir} is not empty ({', '.join(others[:5])}) and holds no {CONFIG}: "
                                       "not a run directory; choose another one")
@@ -162,7 +166,7 @@ def open_run(run_dir: str, cfg: DictConfig, *, writer: bool = True) -> Iterator[
     if not writer:
         yield run_dir
         return
-    fresh = not os.path.isdir(run_dir) or not set(os.listdir(run_dir)) - {LOCK}
+    fresh = not os.path.isdir(run_dir) or not set(os.listdir(run_dir)) - {LOCK, LOG}
     try:
         os.makedirs(run_dir, exist_ok=True)
         lock = _acquire_lock(run_dir)
@@ -191,29 +195,8 @@ def finished(run_dir: str, cfg: DictConfig) -> bool:
     with open(summary_path) as f:
         summary = json.load(f)
     stopped = (summary.get("diverged") or {}).get("action") == "stop"
-    return (not identity.changed_keys(OmegaConf.load(config), cfg)
-            and summary.get("run_control") == identity.run_control(cfg)
+    # a run-control field newer than the run (absent from its summary) cannot have changed its results
+    stored = summary.get("run_control") or {}
+    same_control = all(stored.get(key, value) == value for key, value in identity.run_control(cfg).items())
+    return (not identity.changed_keys(OmegaConf.load(config), cfg) and same_control
             and (summary["steps"] == summary["planned_steps"] or stopped))
-
-
-def plot_run(run_dir: str, metric: str) -> str:
-    """Loss and test metric against steps and against modeled hardware time, as ``plots.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = read_metrics(run_dir)
-    evals = [r for r in records if metric in r]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    for col, x_key, x_label in ((0, "step", "step"), (1, "modeled_time_s", "modeled hardware time (s)")):
-        axes[0, col].plot([r[x_key] for r in records], [r["train_loss"] for r in records], lw=0.8)
-        axes[0, col].set(xlabel=x_label, ylabel="train loss", yscale="log")
-        axes[1, col].plot([r[x_key] for r in evals], [r[metric] for r in evals], marker="o", ms=3)
-        axes[1, col].set(xlabel=x_label, ylabel=metric)
-    fig.suptitle(os.path.basename(os.path.abspath(run_dir)))
-    fig.tight_layout()
-    path = os.path.join(run_dir, "plots.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 import kfac_thermo
 from kfac_thermo import data_mesh, replicate, shard_batch
 
-from . import hardware, rundir
+from . import console, hardware, rundir
 from .divergence import DivergenceMonitor
 from .task import Task
 
@@ -117,19 +117,21 @@ class LoopState:
 
 
 def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir: str, seed: int,
-          mesh: Mesh | None = None) -> dict:
+          mesh: Mesh | None = None, on_record: Callable[[dict], None] = lambda record: None) -> dict:
     """Train ``task`` with ``optimizer`` into ``run_dir``, resuming from its latest checkpoint if any, and return
     the summary (see :func:`summarize`; process 0 only, ``{}`` elsewhere).
 
     Each batch is split over the ``"data"`` axis of ``mesh`` (default: one device); parameters and optimizer
     state are replicated. Writes (from process 0) ``hardware.json`` (the pricing of the run's work:
-    :class:`experiments.hardware.RunAccounting`) and ``metrics.jsonl``: step, train_loss, test metrics at eval
+    :class:`experiments.hardware.RunAccounting`) and ``metrics.jsonl``: a step-0 record of the test metrics before
+    any update (zero times and work), then per record step, train_loss, test metrics at eval
     steps, ``work`` (the :class:`kfac_thermo.Work` of the ``work_steps`` steps since the previous record: the
     gradient's passes and the optimizer's records), wall_time_s excluding compilation and the modeled and
     paper-accounting time and energy (all cumulative), skipped_steps (cumulative, for optimizers that count
     them); checkpoints every ``settings.checkpoint_every`` steps and at the end. A
     resumed run may have another ``max_steps`` (the summary lists the change under ``extended``). On divergence
-    (:class:`DivergenceMonitor`) it stops after logging the step, without a checkpoint, or warns once.
+    (:class:`DivergenceMonitor`) it stops after logging the step, without a checkpoint, or warns once. Every record
+    written is also handed to ``on_record`` (process 0; the runner's console lines and experiment trackers).
     """
     mesh = data_mesh(1, DATA_AXIS) if mesh is None else mesh
     inputs, targets = task.train
@@ -167,8 +169,6 @@ def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir
             loop.planned_steps = total
     monitor = DivergenceMonitor(settings.divergence_factor, settings.divergence_window,
                                 settings.divergence_spike_factor, **loop.divergence)
-    if writer:
-        rundir.truncate_metrics(run_dir, loop.step)
 
     batch_at = lambda step: process_batch((inputs, targets), batch_indices(num_examples, task.batch_size, seed, step),
                                           mesh)
@@ -180,6 +180,21 @@ def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir
     if loop.step < total:
         compiled = make_step(task, optimizer).lower(params, opt_state, *batch_at(0), key_at(0)).compile()
     pending = None if loop.pending_work is None else kfac_thermo.Work.from_dict(loop.pending_work)
+    if loop.step == 0:
+        # The initial evaluation, before any update: the curves start at the untrained model.
+        initial = {"step": 0, "wall_time_s": 0.0, **loop.accounts, **task.evaluate(host_local(params)),
+                   "work": kfac_thermo.Work.zero().as_dict(), "work_steps": 0}
+        if counted:
+            initial["skipped_steps"] = 0
+    if writer:
+        # Once the step compiled (a run that fails before leaves no records): a fresh run (also one killed before
+        # its first checkpoint) starts its records again, a resumed one rewrites what came after its checkpoint.
+        if loop.step == 0:
+            rundir.write_metrics(run_dir, [initial])
+            on_record(initial)
+        else:
+            rundir.truncate_metrics(run_dir, loop.step)
+            console.log.info(f"resuming at step {loop.step} of {total} (its checkpoint)")
     bar = tqdm(total=total, initial=loop.step, disable=not (settings.progress and writer), desc="train",
                unit="step")
     try:
@@ -213,6 +228,7 @@ def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir
                 pending, loop.pending_steps = None, 0
                 if writer:
                     rundir.append_metrics(run_dir, record)
+                    on_record(record)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}",
                             **({task.metric: f"{record[task.metric]:.4f}"} if task.metric in record else {}))

@@ -38,6 +38,10 @@ from ._parallel import distribute as distribute
 from ._parallel import replicate as replicate
 from ._parallel import shard_batch as shard_batch
 from ._solver import AbstractDampedSolver as AbstractDampedSolver
+from ._sophia import SophiaGState as SophiaGState
+from ._sophia import gnb_diagonal as gnb_diagonal
+from ._sophia import scale_by_sophia_g as scale_by_sophia_g
+from ._sophia import sophia_g as sophia_g
 from ._ngd._solvers import CGSolver as CGSolver
 from ._ngd._solvers import DenseSolver as DenseSolver
 from ._ngd._solvers import ThermodynamicSolver as ThermodynamicSolver
@@ -66,6 +70,7 @@ __all__ = [
     "NaturalGradientState",
     "STATIC_ARGS",
     "SoftmaxCrossEntropy",
+    "SophiaGState",
     "ThermoKronecker",
     "ThermodynamicSolver",
     "WithWorkState",
@@ -76,6 +81,7 @@ __all__ = [
     "data_mesh",
     "digital_work",
     "factored_damping",
+    "gnb_diagonal",
     "inject_hyperparams",
     "parallel_work",
     "sequential_work",
@@ -90,8 +96,10 @@ __all__ = [
     "replicate",
     "scale_by_kfac",
     "scale_by_natural_gradient",
+    "scale_by_sophia_g",
     "shard_batch",
     "skip_nonfinite",
+    "sophia_g",
     "thermo_kfac",
     "tngd",
     "tngd_adam",

@@ -27,12 +27,15 @@ class WithWorkState(NamedTuple):
 
 
 def with_work(transformation: optax.GradientTransformation, *, flops_per_param: float,
-              bytes_per_param: float) -> optax.GradientTransformationExtraArgs:
+              bytes_per_param: float,
+              leaf_work: Callable[[tuple[int, ...]], Work] | None = None) -> optax.GradientTransformationExtraArgs:
     """``transformation`` reporting the work of its update in its state: ``flops_per_param`` flops and
-    ``bytes_per_param`` bytes of memory traffic per parameter (kind "update"), one kernel per leaf.
+    ``bytes_per_param`` bytes of memory traffic per parameter (kind "update"), one kernel per leaf, then
+    ``leaf_work(shape)`` for each leaf's shape when given (work that is not element-wise, e.g. Muon's
+    Newton-Schulz matrix products).
 
-    For the element-wise optax baselines, whose work does not depend on the batch; e.g. Adam in float32 reads the
-    gradient and both moments and writes the moments and the update (``bytes_per_param = 6 * 4``).
+    For the optax baselines, whose work does not depend on the batch; e.g. Adam in float32 reads the gradient and
+    both moments and writes the moments and the update (``bytes_per_param = 6 * 4``).
     """
     if not flops_per_param >= 0 or not bytes_per_param >= 0:
         raise ValueError(f"with_work: flops_per_param and bytes_per_param must be >= 0, got {flops_per_param!r} "
@@ -48,6 +51,8 @@ def with_work(transformation: optax.GradientTransformation, *, flops_per_param: 
         size = float(sum(leaf.size for leaf in leaves))
         work = digital(flops={"update": flops_per_param * size}, bytes={"update": bytes_per_param * size},
                        kernels={"update": len(leaves)})
+        if leaf_work is not None:
+            work = sequential([work, *(leaf_work(leaf.shape) for leaf in leaves)])
         return new_updates, WithWorkState(inner_state, work)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

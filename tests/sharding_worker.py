@@ -129,7 +129,7 @@ def train_runner(run_dir: str, *overrides: str) -> list[float]:
     configs = str(pathlib.Path(__file__).resolve().parents[1] / "configs")
     with initialize_config_dir(config_dir=configs, version_base="1.3"):
         run(compose("config", overrides=[*RUNNER_JOB, *overrides]), run_dir)
-    return [r["train_loss"] for r in rundir.read_metrics(run_dir)] if jax.process_index() == 0 else []
+    return [r["train_loss"] for r in rundir.read_metrics(run_dir) if r["step"]] if jax.process_index() == 0 else []
 
 
 def compare_runner(run_dir: str) -> dict:

@@ -16,7 +16,7 @@ from experiments.bench import (
 from experiments.bench.workers import clock
 
 REQUIRED_KEYS = {
-    "ratios": ["ou_exact_over_thermox", "tngd_t50_step_over_adam", "tngd_mc_fisher_step_over_adam",
+    "ratios": ["ou_exact_over_thermox", "muon_step_over_adam", "sophia_step_over_adam", "tngd_t50_step_over_adam", "tngd_mc_fisher_step_over_adam",
                "tngd_adam_step_over_adam", "thermo_kfac_step_over_adam", "kfac_step_over_kfac_jax",
                "thermo_kfac_step_over_kfac_jax", "adam_4_devices_over_1", "kfac_4_devices_over_1",
                "thermo_kfac_4_devices_over_1"],
@@ -48,6 +48,18 @@ def test_step_section_on_a_tiny_cnn(cnn_steps):
     assert tngd["step_min_s"] > 0 and tngd["model_calls"] > 1 and tngd["modeled_time_s"] > 0
     assert tngd["peak_bytes"] is None or tngd["peak_bytes"] > 0
     assert "adam" in steps.table(result)
+
+
+def test_step_section_times_muon_and_sophia_beside_adam():
+    """The runner's Muon and Sophia-G in the step-cost section; Sophia-G's model calls are the mean over its
+    refresh period (the gradient, plus a forward and a reverse pass every 10 steps)."""
+    result = steps.section(True, repeats=1, names=("adam", "muon", "sophia"), image=8, batch=4, channels=2,
+                           hidden=4, verbose=False, min_call_s=0.01)
+    assert set(result["ratios"]) == {"muon_step_over_adam", "sophia_step_over_adam"}
+    muon, sophia = result["results"]["muon"], result["results"]["sophia"]
+    assert muon["model_calls"] == 1.0 and sophia["model_calls"] == pytest.approx(1.2)
+    assert muon["modeled_time_s"] > 0 and sophia["modeled_time_s"] > 0
+    assert result["results"]["sophia"]["stats"]["steps_per_call"] % steps.PERIODS["sophia"] == 0
 
 
 def test_scaling_section_skips_dense_ngd_above_its_limit():

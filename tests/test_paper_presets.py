@@ -31,7 +31,19 @@ TABLES = {
     "fig7": {**{f"tngd-t1-kappa{k:g}": {**EXACT, "optimizer.t": 1.0, "device.kappa0": k} for k in (0.1, 0.01, 0.001)},
              "tngd-t1-noiseless": {**EXACT, "optimizer.t": 1.0}},
 }
-SEEDS = {"fig3": 5, "fig4a": 5, "fig4b": 5, "fig7": 5, "fig5": 1}
+# Not a paper's figure: the baselines at their defaults (Muon: optax's lr 0.02; Sophia-G: the paper's b1, b2, gamma,
+# k = 10) beside K-FAC refreshed every 10 steps and fig3's TNGD by its exact law; 3 seeds of 300 steps.
+CAPPED = {"run.max_steps": 300}
+TABLES["baselines"] = {
+    "adam": {**ADAM, **CAPPED},
+    "muon": {"optimizer.name": "muon", "optimizer.learning_rate": 0.02, "optimizer.adam_learning_rate": 1e-3,
+             "optimizer.beta": 0.95, "optimizer.ns_steps": 5, **CAPPED},
+    "sophia": {"optimizer.name": "sophia", "optimizer.learning_rate": 1e-3, "optimizer.b1": 0.965,
+               "optimizer.b2": 0.99, "optimizer.gamma": 0.01, "optimizer.update_interval": 10, **CAPPED},
+    "kfac": {"optimizer.name": "kfac", "optimizer.curvature_period": 10, "optimizer.inverse_period": 10, **CAPPED},
+    "tngd-exact-law": {**EXACT, **CAPPED},
+}
+SEEDS = {"fig3": 5, "fig4a": 5, "fig4b": 5, "fig7": 5, "fig5": 1, "baselines": 3}
 
 # Fig. 5 (QA, LoRA r = 2, alpha = 32, dropout 0.1): TNGD lr 0.01, t = 0.4 tau, lambda = 1; TNGD-Adam lr 1e-3,
 # beta1 = beta2 = 0, eps 1e-8, lambda = 1, t = 0.4 tau, Euler step 0.02 tau; Adam lr 1e-3. Our task size (the

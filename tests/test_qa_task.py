@@ -63,7 +63,8 @@ def test_qa_pipeline_runs_end_to_end(tmp_path, optimizer):
     summary = run(cfg, str(tmp_path / "run"))
     records = rundir.read_metrics(str(tmp_path / "run"))
     assert summary["metric"] == "test_f1" and summary["steps"] == 6  # 6 train questions / batch 2 x 2 epochs
-    assert all(np.isfinite(r["train_loss"]) for r in records)
+    assert records[0]["step"] == 0 and "test_f1" in records[0]  # the evaluation before any update
+    assert all(np.isfinite(r["train_loss"]) for r in records[1:])
     evals = [r for r in records if "test_f1" in r]
     assert evals and all(0.0 <= r["test_f1"] <= 100.0 and 0.0 <= r["test_exact_match"] <= r["test_f1"] + 1e-9
                          for r in evals)

@@ -81,6 +81,7 @@ def test_run_name_is_a_readable_prefix_and_the_config_hash():
     assert identity.run_name(make_config("optimizer=adam", "task.hidden=8")) != name
     # run control does not change the identity; the seeds of one config share the hash
     assert identity.run_name(make_config("optimizer=adam", "run.max_steps=7", *QUIET)) == name
+    assert identity.run_name(make_config("optimizer=adam", "run.logger=tensorboard")) == name
     assert identity.run_name(make_config("optimizer=adam", "seed=3")) == name.replace("seed0", "seed3")
 
 
@@ -106,7 +107,7 @@ def test_extending_max_steps_resumes_and_the_summary_says_so(tmp_path):
     run(make_config(*ADAM, "run.max_steps=3"), str(tmp_path))
     summary = run(make_config(*ADAM, "run.max_steps=5"), str(tmp_path))
     assert summary["steps"] == 5 and summary["extended"] == [{"at_step": 3, "from": 3, "to": 5}]
-    assert [r["step"] for r in rundir.read_metrics(str(tmp_path))] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in rundir.read_metrics(str(tmp_path))] == [0, 1, 2, 3, 4, 5]
     assert "skipped_steps" not in summary  # Adam does not count skipped steps
     with pytest.raises(ValueError, match="already holds 5 steps: run.max_steps=2 can't shorten it"):
         run(make_config(*ADAM, "run.max_steps=2"), str(tmp_path))
@@ -122,7 +123,7 @@ def test_a_multirun_over_two_learning_rates_gives_two_directories(tmp_path):
     assert len(runs) == 2 and all(re.fullmatch(r"digits-adam-ideal-seed0-[0-9a-f]{8}", p.name) for p in runs)
     rates = sorted(OmegaConf.load(p / "config.yaml").optimizer.learning_rate for p in runs)
     assert rates == [0.001, 0.002]
-    assert all(len(rundir.read_metrics(str(p))) == 2 for p in runs)
+    assert all(len(rundir.read_metrics(str(p))) == 3 for p in runs)  # steps 0 (the initial evaluation), 1, 2
 
 
 # --- lock --------------------------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ def test_a_second_process_is_kept_out_by_the_lock(tmp_path):
         first.wait()
     # The dead process's lock file is taken over; the run starts again from scratch (it had no checkpoint).
     summary = run(make_config(*ADAM, "run.max_steps=3", "run.checkpoint_every=1000000"), str(run_dir))
-    assert summary["steps"] == 3 and [r["step"] for r in rundir.read_metrics(str(run_dir))] == [1, 2, 3]
+    assert summary["steps"] == 3 and [r["step"] for r in rundir.read_metrics(str(run_dir))] == [0, 1, 2, 3]
 
 
 # --- resume ------------------------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ def uninterrupted(tmp_path_factory):
 def test_run_killed_at_step_37_resumes_to_the_same_records(tmp_path, uninterrupted):
     done = killed_run("after_step", 37, tmp_path, RESUMED)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
-    assert len(rundir.read_metrics(str(tmp_path))) == 37
+    assert len(rundir.read_metrics(str(tmp_path))) == 38  # steps 0 to 37
     summary = run(make_config(*RESUMED), str(tmp_path))
     records = rundir.read_metrics(str(tmp_path))
     assert without_measured(records) == without_measured(uninterrupted[1])
@@ -192,7 +193,7 @@ def test_divergence_stops_the_run_says_where_and_exits_non_zero(tmp_path):
     assert "above 10 x the first step's" in summary["diverged"]["reason"]
     assert summary["steps"] == 21 and summary["planned_steps"] == 100 and "test_accuracy" in summary["final"]
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["diverged"] == summary["diverged"]
-    assert [r["skipped_steps"] for r in rundir.read_metrics(str(tmp_path / "a"))] == [0] * 21
+    assert [r["skipped_steps"] for r in rundir.read_metrics(str(tmp_path / "a"))] == [0] * 22  # steps 0 to 21
     # SGD at learning rate 1e30 overflows at step 1: a NaN loss at step 2 stops it at once
     assert cli("optimizer=sgd", "optimizer.learning_rate=1e30", *QUIET, f"hydra.run.dir={tmp_path / 'b'}") == 1
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["diverged"] == {
@@ -221,5 +222,5 @@ def test_divergence_warns_and_skipped_steps_are_logged(tmp_path):
         summary = run(cfg, str(tmp_path))
     assert summary["steps"] == 6 and summary["diverged"] == {"step": 2, "reason": "train loss is nan",
                                                              "action": "warn"}
-    assert [r["skipped_steps"] for r in rundir.read_metrics(str(tmp_path))] == [0, 1, 2, 3, 4, 5]
+    assert [r["skipped_steps"] for r in rundir.read_metrics(str(tmp_path))] == [0, 0, 1, 2, 3, 4, 5]  # steps 0 to 6
     assert summary["skipped_steps"] == 5

@@ -48,17 +48,21 @@ def test_default_config_is_tngd_on_digits_with_an_ideal_device():
 
 
 @pytest.mark.parametrize(
-    "optimizer", ["adam", "sgd", "tngd", "tngd_adam", "ngd", "ngd_cg", "ngd_woodbury", "kfac", "thermo_kfac"]
+    "optimizer", ["adam", "sgd", "muon", "sophia", "tngd", "tngd_adam", "ngd", "ngd_cg", "ngd_woodbury", "kfac",
+                  "thermo_kfac"]
 )
 def test_every_optimizer_runs_two_steps_on_digits(tmp_path, optimizer):
     extra = ["task.channels=2", "task.hidden=4"] if optimizer == "ngd" else []  # dense NGD is O(N^3)
     cfg = make_config(f"optimizer={optimizer}", "run.max_steps=2", "run.eval_every=2", *QUIET, *extra)
     summary = run(cfg, str(tmp_path))
     assert summary["steps"] == 2
-    records = rundir.read_metrics(str(tmp_path))
+    initial, *records = rundir.read_metrics(str(tmp_path))
     assert [r["step"] for r in records] == [1, 2]
     assert all(np.isfinite(r["train_loss"]) and r["modeled_time_s"] > 0 for r in records)
     assert 0.0 <= records[-1]["test_accuracy"] <= 1.0
+    # The evaluation before any update: the untrained model, no time spent, no work done.
+    assert initial["step"] == 0 and 0.0 <= initial["test_accuracy"] <= 1.0 and "train_loss" not in initial
+    assert initial["wall_time_s"] == initial["modeled_time_s"] == 0.0 and initial["work_steps"] == 0
     for name in ("config.yaml", "versions.json", "summary.json", "metrics.jsonl"):
         assert (tmp_path / name).exists(), name
 
@@ -101,6 +105,19 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
 def test_bad_overrides_are_errors_that_name_the_key(override, error):
     with pytest.raises(error, match=override.split("=")[0].split(".")[-1] if "not_an" not in override else "not_an_optimizer"):
         make_config(override)
+
+
+@pytest.mark.parametrize("override, key, fields", [
+    ("+optimizer.lr=1", "optimizer.lr", "name, learning_rate, b1, b2, eps"),  # Hydra's own suggestion for lr=1
+    ("+run.epochs=3", "run.epochs", "max_steps, eval_every"),
+    ("+lr=1", "lr", "task, optimizer, device, run, mesh, seed"),
+])
+def test_a_key_added_with_plus_is_refused_naming_it_and_the_valid_fields(tmp_path, override, key, fields):
+    """``+key=value`` opens the structured config for an addition Hydra does not check: the runner refuses it."""
+    with pytest.raises(ValueError, match=rf"unknown key {re.escape(key)}: .*valid fields are {re.escape(fields)}"):
+        run(make_config("optimizer=adam", override, *QUIET), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+    assert cli("optimizer=adam", override, *QUIET, f"hydra.run.dir={tmp_path / 'cli'}") == 1
 
 
 def test_mnist_without_data_dir_is_a_clear_error(tmp_path):

@@ -8,9 +8,9 @@ Sections (``--only`` / ``--skip`` take these names; one module of experiments.be
   ou           OU simulation (experiments.bench.ou): our exact path sampling vs the public PyPI ``thermox``
                (its own virtual environment, a worker subprocess, interleaved calls) at d = 10, 100, 400 with
                1,000 time points; our diffrax Euler-Maruyama vs our exact law; Krylov vs dense exact.
-  steps        optimizer step cost on the paper's MNIST CNN, batch 64 (experiments.bench.steps): TNGD (t = 5, 50
-               tau, noisy, 8-bit, Monte-Carlo Fisher), TNGD-Adam, NGD-Woodbury, NGD-CG (c = 200) over
-               ``optax.adam``; model calls per step; XLA peak memory of the compiled step.
+  steps        optimizer step cost on the paper's MNIST CNN, batch 64 (experiments.bench.steps): Muon and Sophia-G
+               (the runner's), TNGD (t = 5, 50 tau, noisy, 8-bit, Monte-Carlo Fisher), TNGD-Adam, NGD-Woodbury,
+               NGD-CG (c = 200) over ``optax.adam``; model calls per step; XLA peak memory of the compiled step.
   kfac         K-FAC and thermodynamic K-FAC (refresh every 10 steps) over Adam on an MLP 784-1024-1024-10,
                batch 512 (experiments.bench.kfac; steps timed in whole refresh periods).
   scaling      the paper's runtime figure: time per iteration against parameter count N (an MLP 100-h-20
@@ -36,8 +36,8 @@ Sections (``--only`` / ``--skip`` take these names; one module of experiments.be
 Every section times the same train step (experiments.bench.problems.cross_entropy_step: the trainer's
 experiments.trainer.train_step on mean softmax cross-entropy).
 
---quick (under 5 minutes on 2 cores): OU at d = 10, 100 with 3 repeats; the CNN step for Adam, TNGD t = 50, TNGD
-with the Monte-Carlo Fisher, TNGD-Adam and NGD-Woodbury; K-FAC: Adam and thermodynamic K-FAC only, 2 rounds;
+--quick (under 5 minutes on 2 cores): OU at d = 10, 100 with 3 repeats; the CNN step for Adam, Muon, Sophia-G,
+TNGD t = 50, TNGD with the Monte-Carlo Fisher, TNGD-Adam and NGD-Woodbury; K-FAC: Adam and thermodynamic K-FAC only, 2 rounds;
 scaling at N ~ 3e3 and 1e5 (dense NGD up to 5e3); memory as in the full run; kfac-jax with 2 rounds, its
 default estimation mode and refresh 10 only; no sharding section (FULL_RUN_ONLY); convergence on digits.
 
@@ -48,6 +48,10 @@ on a shared machine only adds time, so the minimum is the least contaminated est
 
 bench.json keys (schema "bench/1"; a value that could not be measured is null and ``reasons`` says why):
   ratios.ou_exact_over_thermox                   our exact path sampling / public thermox.sample, d = 100
+  ratios.muon_step_over_adam                     optax.contrib.muon (the runner's optimizer=muon) step / Adam
+                                                 step, MNIST CNN
+  ratios.sophia_step_over_adam                   Sophia-G (optimizer=sophia; refresh every 10 steps, timed in
+                                                 whole periods) / Adam
   ratios.tngd_t50_step_over_adam                 TNGD (t = 50 tau, exact GGN) step / Adam step, MNIST CNN
   ratios.tngd_t5_step_over_adam                  ... t = 5 tau
   ratios.tngd_mc_fisher_step_over_adam           TNGD with the Monte-Carlo Fisher / Adam
