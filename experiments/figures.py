@@ -30,6 +30,7 @@ import pathlib
 
 import numpy as np
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from . import hardware, identity, rundir
 from .plots import compare
@@ -188,6 +189,10 @@ def run_once(overrides: list[str], run_dir: pathlib.Path) -> None:
     cfg = compose_config(overrides)
     if rundir.finished(str(run_dir), cfg):
         return
+    if (why := failed_before(run_dir, cfg)) is not None:
+        print(f"note: {run_dir} failed before ({why}); kept as it is (delete the directory to run it again)",
+              flush=True)
+        return
     try:
         summary = run(cfg, str(run_dir))
     except rundir.ConfigMismatchError:
@@ -198,6 +203,19 @@ def run_once(overrides: list[str], run_dir: pathlib.Path) -> None:
     if summary["diverged"]:
         diverged = summary["diverged"]
         print(f"warning: {run_dir} diverged at step {diverged['step']}: {diverged['reason']}", flush=True)
+
+
+def failed_before(run_dir: pathlib.Path, cfg) -> str | None:
+    """The error of an earlier run of exactly ``cfg`` in ``run_dir`` that failed (its summary's ``failed``), or
+    None. A failure of the same config (a device certificate, a bad input) is deterministic: the figure reports
+    it rather than run it again."""
+    path = os.path.join(run_dir, rundir.SUMMARY)
+    if not (os.path.exists(path) and os.path.exists(os.path.join(run_dir, rundir.CONFIG))):
+        return None
+    failed = rundir.read_json(path).get("failed")
+    if not failed or identity.changed_keys(OmegaConf.load(os.path.join(run_dir, rundir.CONFIG)), cfg):
+        return None
+    return f"step {failed['step']}: {failed['error'].splitlines()[0]}"
 
 
 def stopped_early(run_dir: str) -> str | None:

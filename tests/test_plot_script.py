@@ -124,3 +124,9 @@ def test_figures_reuse_a_run_only_when_its_config_and_steps_match(tmp_path, monk
     del summary["run_control"]["run.logger"]
     (run_dir / rundir.SUMMARY).write_text(json.dumps(summary))
     figures.run_once([*FIGURE_JOB, "run.max_steps=6", "run.logger=tensorboard"], run_dir)
+    # a run of the same config that failed (a device certificate) is reported, not run again; another config is
+    summary.update(failed={"step": 4, "error": "thermox.Diffrax: Euler-Maruyama is unstable at dt=0.1"}, steps=3)
+    (run_dir / rundir.SUMMARY).write_text(json.dumps(summary))
+    figures.run_once([*FIGURE_JOB, "run.max_steps=6"], run_dir)
+    assert "unstable at dt=0.1" in figures.failed_before(run_dir, figures.compose_config([*FIGURE_JOB]))
+    assert figures.failed_before(run_dir, figures.compose_config([*FIGURE_JOB, "optimizer.learning_rate=0.5"])) is None
