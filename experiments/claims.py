@@ -192,8 +192,9 @@ def kfac_bits(c):
                 "digital K-FAC has no advantage over Adam to keep on this task")
     kept = {b: (steps["adam"] - steps[f"thermo-kfac-{b}bit"]) / gain for b in figures.BITS}
     ours = (f"median steps to 90%: Adam {steps['adam']:g}, K-FAC {steps['kfac']:g}, ideal device "
-            f"{steps['thermo-kfac-ideal']:g}; advantage kept: " + ", ".join(f"{b} bits {100 * k:.0f}%"
-                                                                              for b, k in kept.items()))
+            f"{steps['thermo-kfac-ideal']:g}; advantage kept: "
+            + ", ".join(f"{b} bits {100 * k:.0f}%" if np.isfinite(k) else f"{b} bits none (never reaches 90%)"
+                        for b, k in kept.items()))
     enough = [b for b, k in kept.items() if k >= 0.5]
     verdict = "holds" if 8 in enough else "holds in part" if enough else "does not hold"
     return ours, verdict, (f"at {min(enough)} bits and more at least half the advantage is kept" if enough
