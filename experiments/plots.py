@@ -47,12 +47,17 @@ def load_groups(run_dirs: list[str], labels: list[str] | None) -> dict[str, list
 def curves(runs: list[dict], x_key: str, y_key: str, smooth: int) -> tuple[np.ndarray, np.ndarray]:
     """``(x, ys)``: the seeds' ``y_key`` (``ys``, one row per seed, each smoothed by a ``smooth``-point moving
     average) against the mean over seeds of ``x_key``, over the records that hold ``y_key`` (runs share their step
-    grid; a seed that stopped early cuts the others to its length)."""
-    series = [[r for r in run["metrics"] if y_key in r] for run in runs]
-    length = min(len(s) for s in series)
-    x = np.mean([[r[x_key] for r in s[:length]] for s in series], axis=0)
-    ys = np.array([moving_average(np.array([r[y_key] for r in s[:length]], float), smooth) for s in series])
-    return x[len(x) - ys.shape[1]:], ys
+    grid). A seed that stopped early is NaN past its end, so each point is over the seeds that reached it; seeds
+    without any such record are left out (``ys`` has no rows when no seed has one)."""
+    series = [s for s in ([r for r in run["metrics"] if y_key in r] for run in runs) if s]
+    if not series:
+        return np.zeros(0), np.zeros((0, 0))
+    length = max(len(s) for s in series)
+    window = max(1, min(smooth, min(len(s) for s in series)))
+    pad = lambda values: np.pad(values, (0, length - window + 1 - len(values)), constant_values=np.nan)
+    xs = np.array([pad(np.array([r[x_key] for r in s], float)[window - 1:]) for s in series])
+    ys = np.array([pad(moving_average(np.array([r[y_key] for r in s], float), window)) for s in series])
+    return np.nanmean(xs, axis=0), ys
 
 
 AXES = (("step", "step"), ("wall_time_s", "wall-clock time (s)"), ("modeled_time_s", "modeled hardware time (s)"))
@@ -105,12 +110,14 @@ def figure(groups: dict[str, list[dict]], smooth: int, title: str):
         for col, (x_key, _) in enumerate(AXES):
             for row, (y_key, window) in enumerate((("train_loss", smooth), (metric, 1))):
                 x, ys = curves(runs, x_key, y_key, window)
+                if not ys.size:  # every seed stopped before its first record of y_key
+                    continue
                 earliest[col] = min(earliest[col], np.min(x[x > 0], initial=np.inf))
-                line, = axes[row, col].plot(x, ys.mean(axis=0), lw=1.0, marker="o" if row else None, ms=2.5,
-                                            label=f"{label} ({len(runs)} seed{'s' * (len(runs) > 1)})")
-                if len(runs) > 1:
-                    axes[row, col].fill_between(x, ys.min(axis=0), ys.max(axis=0), color=line.get_color(),
-                                                alpha=0.2, lw=0)
+                line, = axes[row, col].plot(x, np.nanmean(ys, axis=0), lw=1.0, marker="o" if row else None,
+                                            ms=2.5, label=f"{label} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+                if len(ys) > 1:
+                    axes[row, col].fill_between(x, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0),
+                                                color=line.get_color(), alpha=0.2, lw=0)
     loss_label = words("train_loss") + (f" (moving average of {smooth})" if smooth > 1 else "")
     for col, (x_key, x_label) in enumerate(AXES):
         axes[0, col].set(xlabel=x_label, ylabel=loss_label, yscale="log")

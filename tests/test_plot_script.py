@@ -57,6 +57,19 @@ def test_curves_smooth_each_seed_with_a_moving_average(tmp_path):
     assert list(x) == [0, 5, 10]  # the evaluation at step 0 starts the curve
 
 
+def test_curves_of_seeds_that_stopped_early_end_where_they_stopped(tmp_path):
+    runs = plot.load_groups([fake_run(tmp_path / f"a-seed{k}", 0.9, 10.0) for k in range(3)], None)["a"]
+    runs[1]["metrics"] = runs[1]["metrics"][:4]  # stopped at step 3: its step-0 evaluation, losses of steps 1-3
+    runs[2]["metrics"] = [r for r in runs[2]["metrics"] if "train_loss" in r][:2]  # stopped at step 2
+    x, ys = plot.curves(runs, "step", "train_loss", smooth=2)
+    assert list(x) == list(range(2, 11)) and ys.shape == (3, 9)  # the window shrinks to no seed's length
+    assert np.isnan(ys[1, 2:]).all() and not np.isnan(ys[1, :2]).any() and np.isnan(ys[2, 1:]).all()
+    x, ys = plot.curves(runs, "step", "test_accuracy", smooth=1)  # seed 2 never evaluated: left out
+    assert list(x) == [0, 5, 10] and ys.shape == (2, 3) and np.isnan(ys[1, 1:]).all()
+    runs = [dict(r, metrics=[m for m in r["metrics"] if "test_accuracy" not in m]) for r in runs]
+    assert plot.curves(runs, "step", "test_accuracy", smooth=1)[1].size == 0
+
+
 def test_figure_plots_against_steps_wall_and_modeled_time_in_words_with_a_band_over_seeds(tmp_path):
     """Axes labelled in words with units (no raw record keys), one column per x (steps, wall-clock seconds, modeled
     hardware seconds), each curve the mean over seeds with a min-max band."""
