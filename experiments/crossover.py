@@ -57,6 +57,8 @@ def to_target(run: RunRecord, target: float, digital: hw.DigitalPlatform, analog
     last = run.steps.index(step) + 1 if step is not None else len(run.steps)
     host_s = host_j = bits = tau = fixed = resistor = 0.0
     for work, steps in zip(run.works[:last], run.work_steps[:last]):
+        if steps == 0:  # the step-0 evaluation: no work
+            continue
         cost = hw.step_cost(work if steps == 1 else work.scaled(1.0 / steps), run.profile, digital, analog)
         cost = cost._replace(**{k: steps * v for k, v in cost._asdict().items()})
         host = cost.passes_s + cost.digital_s
@@ -134,10 +136,16 @@ def plot_maps(maps: dict, path: str, title: str) -> None:
         ax.set(xscale="log", yscale="log", xlabel="link bandwidth (bit/s)", ylabel="cell time constant tau (s)",
                title=f"{key}\ntime to target, ratio {m['at_paper']:.3g} at the star")
         fig.colorbar(mesh, ax=ax, label="log10 (time ours / baseline)")
-        axes[1, col].plot(TAUS, m["energy"])
-        axes[1, col].axhline(1.0, color="k", lw=0.8)
-        axes[1, col].set(xscale="log", yscale="log", xlabel="cell time constant tau (s)",
-                         ylabel="energy to target, ours / baseline")
+        energy = np.asarray(m["energy"], float)
+        shown = np.isfinite(energy) & (energy > 0)
+        axes[1, col].set(xscale="log", xlabel="cell time constant tau (s)", ylabel="energy to target, ours / baseline")
+        if shown.any():
+            axes[1, col].plot(TAUS[shown], energy[shown])
+            axes[1, col].axhline(1.0, color="k", lw=0.8)
+            axes[1, col].set_yscale("log")
+        else:  # one side never reaches the target: there is no ratio to draw
+            axes[1, col].text(0.5, 0.5, "no ratio: the target is not reached", ha="center",
+                              transform=axes[1, col].transAxes)
     axes[0, 0].legend(fontsize=8, loc="lower left")
     fig.suptitle(title)
     fig.tight_layout()

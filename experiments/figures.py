@@ -328,12 +328,15 @@ CROSSOVER_DIGITS = (ADAM, _curve("kfac", "digital K-FAC", "optimizer=kfac"),
                     _curve("thermo-kfac", "thermodynamic K-FAC", "optimizer=thermo_kfac", "device=thermal"))
 
 
-def _run_curves(curves, task: list[str], seeds: int, args) -> dict[str, list[str]]:
-    """Run (or reuse) ``curves`` on ``task`` for ``seeds`` seeds; their run directories by label."""
+def _run_curves(curves, task: list[str], seeds: int, args, max_steps: dict | None = None) -> dict[str, list[str]]:
+    """Run (or reuse) ``curves`` on ``task`` for ``seeds`` seeds, each capped at ``max_steps[label]`` steps when
+    given; their run directories by label."""
     dirs = {}
     for curve in curves:
+        cap = (max_steps or {}).get(curve.label)
         for seed in range(seeds):
             job = task + ["run.progress=false", "run.plots=false", *curve.overrides, f"seed={seed}"]
+            job += [f"run.max_steps={cap}"] if cap else []
             run_dir = run_directory(args.runs, job)
             print(f"[crossover] {curve.label} seed {seed} -> {run_dir}", flush=True)
             run_once(job, run_dir)
@@ -357,7 +360,9 @@ def make_crossover(args) -> str:
         curves = (pick(fig3, "adam"), pick(fig3, "tngd-exact-law"), pick(bits, "kfac"),
                   pick(bits, "thermo-kfac-ideal"))
         seeds = args.seeds or (2 if args.quick else 3)
-        runs = _run_curves(curves, mnist, seeds, args)
+        # each curve as its figure ran it: fig3's for the task's epochs, kfac-bits' capped (--max-steps overrides)
+        caps = {label: args.max_steps or bits.max_steps for label in ("kfac", "thermo-kfac-ideal")}
+        runs = _run_curves(curves, mnist, seeds, args, caps)
         tasks["mnist"] = {"adam": runs["adam"], "tngd": runs["tngd-exact-law"], "kfac": runs["kfac"],
                           "thermo-kfac": runs["thermo-kfac-ideal"]}
     analog = hardware.analog_platform("paper")

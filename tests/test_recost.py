@@ -80,3 +80,35 @@ def test_modeled_time_of_a_step_is_the_work_priced(finished):
     priced = recost.price(record, recost.hw.Hardware.build("a100+paper"))
     np.testing.assert_allclose(np.cumsum(priced["modeled_time_s"]), [r["modeled_time_s"] for r in records],
                                rtol=1e-12)
+
+
+def test_crossover_time_to_target_is_the_logged_modeled_time_at_the_first_hit(finished):
+    """experiments.crossover's affine map ``host + bits / (B links) + analog_tau tau``, evaluated at the analog
+    platform the run was priced with (a100 + paper: 50 Gb/s, tau = 1 us), is the run's own cumulative modeled time
+    at its first evaluation reaching the target; over the grid it falls with bandwidth and rises with tau."""
+    from experiments import crossover, hardware
+
+    digital, analog = hardware.digital_platform("a100"), hardware.analog_platform("paper")
+    record = recost.RunRecord(finished["tngd"])
+    first_eval = next(r for r in rundir.read_metrics(finished["tngd"]) if "test_accuracy" in r and r["step"] > 0)
+    target = first_eval["test_accuracy"]
+    hit = crossover.to_target(record, target, digital, analog)
+    assert hit.step == first_eval["step"] and hit.link_bits > 0 and hit.analog_tau > 0
+    at_paper = hit.time(np.array(analog.link_bandwidth_bps), np.array(analog.tau_s), analog.links)
+    assert float(at_paper) == pytest.approx(first_eval["modeled_time_s"], rel=1e-9)
+    grid = hit.time(crossover.BANDWIDTHS[None, :], crossover.TAUS[:, None], analog.links)
+    assert (np.diff(grid, axis=1) < 0).all() and (np.diff(grid, axis=0) > 0).all()
+    assert crossover.to_target(record, 1.01, digital, analog).step is None  # never reached: inf on the grid
+
+
+def test_crossover_break_even_and_maps_where_a_side_never_reaches_the_target(tmp_path):
+    from experiments import crossover
+
+    ratio = np.broadcast_to(1e10 / crossover.BANDWIDTHS[None, :], (crossover.TAUS.size, crossover.BANDWIDTHS.size))
+    assert crossover.break_even_bandwidth(ratio, 1e-6) == pytest.approx(1e10, rel=0.13)  # the grid's 8 points/decade
+    assert crossover.break_even_bandwidth(ratio * 1e6, 1e-6) is None
+    never = {"time": np.full(ratio.shape, np.inf), "energy": np.full(crossover.TAUS.shape, np.nan), "at_paper": np.inf}
+    maps = {"tngd / adam, a100": {"time": ratio, "energy": np.ones(crossover.TAUS.size), "at_paper": 1.0},
+            "thermo-kfac / adam, a100": never}
+    crossover.plot_maps(maps, str(tmp_path / "maps.png"), "test")
+    assert (tmp_path / "maps.png").stat().st_size > 0
