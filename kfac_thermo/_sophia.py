@@ -146,7 +146,7 @@ def scale_by_sophia_g(
 
     def update_fn(updates, state, params=None, *, batch=None, **extra_args):
         del extra_args
-        inputs, _ = batch_of("sophia_g", predict_fn, loss_fn, params, batch)
+        inputs, _, updates = batch_of("sophia_g", predict_fn, loss_fn, params, batch, updates)
         examples = jax.tree_util.tree_leaves(inputs)[0].shape[0]
         momentum = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.momentum, updates)
 
