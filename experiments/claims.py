@@ -235,9 +235,9 @@ def form_note(figure: figures.Figure, curves: dict[str, Curve]) -> str:
     """Where the runs found differ from the figure's full form: fewer seeds, or a step cap other than its own
     (``--quick`` / ``--max-steps`` runs); empty when they do not. A row with a note is not the paper's setting."""
     notes = []
-    seeds = max((len(curve.runs) for curve in curves.values()), default=0)
+    seeds = min((len(curve.runs) for curve in curves.values() if curve.runs), default=0)
     if 0 < seeds < figure.seeds:
-        notes.append(f"{seeds} of the figure's {figure.seeds} seeds")
+        notes.append(f"{seeds} of the figure's {figure.seeds} seeds on some curves")
     caps = {run["summary"].get("run_control", {}).get("run.max_steps") for curve in curves.values()
             for run in curve.runs}
     short = sorted(cap for cap in caps if cap is not None and cap != figure.max_steps)

@@ -60,8 +60,8 @@ def test_form_note_marks_fewer_seeds_and_capped_runs():
     fig3 = figures.FIGURES["fig3"]  # 5 seeds, the task's epochs
     full = {"adam": curve(*(run([0.9]) for _ in range(5)))}
     assert claims.form_note(fig3, full) == ""
-    few = {"adam": curve(*(run([0.9]) for _ in range(3)))}
-    assert claims.form_note(fig3, few) == " [3 of the figure's 5 seeds]"
+    few = {"adam": curve(*(run([0.9]) for _ in range(5))), "tngd": curve(*(run([0.9]) for _ in range(3)))}
+    assert claims.form_note(fig3, few) == " [3 of the figure's 5 seeds on some curves]"
     capped = {"adam": curve(*(run([0.9], max_steps=100) for _ in range(5)))}
     assert "runs capped at 100 steps" in claims.form_note(fig3, capped)
     bits = figures.FIGURES["kfac-bits"]  # its own cap of 300 steps is its full form
