@@ -58,16 +58,16 @@ class Tracker:
     the run raised)."""
 
     def __init__(self, run_dir: str, config: dict[str, Any]):
-        pass
+        """``run.logger=jsonl``: nothing to open; the trainer writes ``metrics.jsonl`` and ``config.yaml`` itself."""
 
     def log(self, record: dict[str, Any]) -> None:
-        pass
+        """Nothing beyond ``metrics.jsonl``, where the trainer has already written ``record``."""
 
     def finish(self, summary: dict[str, Any]) -> None:
-        pass
+        """Nothing beyond ``summary.json``, which the trainer writes."""
 
     def close(self, failed: bool) -> None:
-        pass
+        """Nothing to close."""
 
 
 class TensorBoardTracker(Tracker):
