@@ -20,6 +20,8 @@ from ._kfac import thermo_kfac as thermo_kfac
 from ._kfac._solvers import DigitalKronecker as DigitalKronecker
 from ._kfac._solvers import ThermoKronecker as ThermoKronecker
 from ._kfac._solvers import factored_damping as factored_damping
+from ._laplace import LaplacePosterior as LaplacePosterior
+from ._laplace import laplace as laplace
 from ._losses import CallableLoss as CallableLoss
 from ._losses import Loss as Loss
 from ._losses import MeanSquaredError as MeanSquaredError
@@ -64,6 +66,7 @@ __all__ = [
     "DenseSolver",
     "DigitalKronecker",
     "KFACState",
+    "LaplacePosterior",
     "LayerStatistics",
     "Loss",
     "MeanSquaredError",
@@ -88,6 +91,7 @@ __all__ = [
     "distribute",
     "kfac",
     "kfac_blocks",
+    "laplace",
     "loss_grads_and_statistics",
     "ngd",
     "ngd_cg",

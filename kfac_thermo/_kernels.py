@@ -20,3 +20,9 @@ def kernel_work(kind: str, flops: ArrayLike, values: ArrayLike, dtype) -> Work:
 def matmul_work(kind: str, m: int, k: int, n: int, dtype) -> Work:
     """One product of an (m, k) and a (k, n) matrix: ``2 m k n`` flops, ``m k + k n + m n`` values."""
     return kernel_work(kind, 2.0 * m * k * n, m * k + k * n + m * n, dtype)
+
+
+def eigh_work(n: int, dtype) -> Work:
+    """One symmetric eigendecomposition of an n x n matrix: ``9 n^3`` flops (tridiagonalisation and the QR sweeps
+    with eigenvectors), ``2 n^2 + n`` values."""
+    return kernel_work("eigh", 9.0 * n**3, 2 * n * n + n, dtype)

@@ -41,6 +41,11 @@ class Loss(eqx.Module):
     def hessian_factor(self, z: Float[Array, " dz"], y: Array) -> Float[Array, "dz m"]:
         """``L`` with ``L L^T`` the Hessian of the loss in the outputs ``z`` (one example)."""
 
+    def log_likelihood(self, z: Float[Array, " dz"], y: Array) -> Float[Array, ""]:
+        """``log p(y | z)`` of one example, normalised: the loss is read as the negative log-likelihood up to this
+        constant (the Laplace evidence needs it). The default is ``-loss(z, y)`` (a normalised likelihood)."""
+        return -self(z, y)
+
     def sample_target(self, key: PRNGKeyArray, z: Float[Array, " dz"]) -> Array:
         """A target drawn from the model's own predictive distribution (for the Monte-Carlo Fisher)."""
         raise ValueError(f"the Monte-Carlo Fisher needs a loss with a predictive distribution to sample; "
@@ -111,6 +116,10 @@ class MeanSquaredError(Loss):
 
     def hessian_factor(self, z, y=None):
         return jnp.eye(z.shape[-1], dtype=z.dtype)
+
+    def log_likelihood(self, z, y):
+        """``log N(y; z, I) = -0.5 |z - y|^2 - (dz / 2) log(2 pi)``."""
+        return -self(z, y) - 0.5 * z.shape[-1] * jnp.log(2.0 * jnp.pi)
 
     def sample_target(self, key, z):
         return z + jr.normal(key, z.shape, z.dtype)

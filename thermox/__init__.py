@@ -16,7 +16,9 @@ from ._dense_law import spd_inverse_flops as spd_inverse_flops
 from ._device import AnalogDevice as AnalogDevice
 from ._drift import AbstractDrift as AbstractDrift
 from ._drift import DenseDrift as DenseDrift
+from ._drift import DiagonalDrift as DiagonalDrift
 from ._drift import EigenDrift as EigenDrift
+from ._drift import KroneckerDrift as KroneckerDrift
 from ._drift import LowRankDrift as LowRankDrift
 from ._drift import OperatorDrift as OperatorDrift
 from ._eigh import eigh as eigh
@@ -44,11 +46,13 @@ __all__ = [
     "Auto",
     "ConditioningWarning",
     "DenseDrift",
+    "DiagonalDrift",
     "Diffrax",
     "EigenDrift",
     "EulerMaruyama",
     "Exact",
     "FixedTimeLaw",
+    "KroneckerDrift",
     "Krylov",
     "LowRankDrift",
     "OULaw",

@@ -9,7 +9,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._drift import AbstractDrift, DenseDrift, EigenDrift, LowRankDrift
+from ._drift import AbstractDrift, DenseDrift, DiagonalDrift, EigenDrift, LowRankDrift
 from ._quantize import convert
 
 
@@ -135,12 +135,15 @@ class AnalogDevice(eqx.Module):
                 "thermox: coupling_bits / mismatch act on the programmed matrix entries; pass the dense "
                 "matrix, not a precomputed EigenDrift"
             )
+        if isinstance(drift, DiagonalDrift):
+            return DiagonalDrift(self._program_array(drift.diagonal[:, None], symmetric=False)[:, 0])
         if isinstance(drift, LowRankDrift) and drift.matrix is not None:
             return LowRankDrift.from_factor(drift.shift, self._program_array(drift.matrix, symmetric=False))
         if not isinstance(drift, DenseDrift):
             raise ValueError(
-                "thermox: coupling_bits / mismatch need the programmed couplings: a dense drift matrix or a "
-                f"LowRankDrift.from_factor; got a matrix-free {type(drift).__name__}"
+                "thermox: coupling_bits / mismatch need the programmed couplings entry by entry: a dense drift "
+                f"matrix, a DiagonalDrift or a LowRankDrift.from_factor; got {type(drift).__name__}, whose "
+                "couplings are not held entry by entry"
             )
         return DenseDrift(self._program_array(drift.matrix, symmetric=True))
 

@@ -234,6 +234,90 @@ class LowRankDrift(AbstractDrift):
         return _columnwise(lambda v: f_shift * v + self.factor(gram_fn(self.factor_transpose(v))), x)
 
 
+class DiagonalDrift(AbstractDrift):
+    """Uncoupled cells: ``A = diag(d)``, each cell relaxing on its own; ``f(A) x = f(d) * x`` exactly."""
+
+    diagonal: Float[Array, " n"]
+
+    @property
+    def size(self) -> int:
+        return self.diagonal.shape[0]
+
+    def matvec(self, v):
+        return self.diagonal * v
+
+    def mv(self, x):
+        return (self.diagonal if x.ndim == 1 else self.diagonal[:, None]) * x
+
+    def spectrum_bounds(self):
+        return jnp.min(self.diagonal), jnp.max(self.diagonal)
+
+    def apply_fn(self, fn, x, **_):
+        f = fn(self.diagonal)
+        return (f if x.ndim == 1 else f[:, None]) * x
+
+
+class KroneckerDrift(AbstractDrift):
+    r"""``A = scale (L (x) R) + shift I`` acting on the row-major vector of a (p, q) matrix ``V``:
+    ``A vec(V) = vec(scale L V R + shift V)``, with ``L`` (p x p) and ``R`` (q x q) symmetric positive semi-definite
+    (K-FAC's output and input factors) held by their eigendecompositions ``L = Q_L diag(l) Q_L^T``,
+    ``R = Q_R diag(r) Q_R^T``. Then ``A`` has eigenvalues ``scale l_i r_j + shift`` and, exactly and in
+    O(p q (p + q)),
+
+        f(A) vec(V) = vec(Q_L [f(scale l r^T + shift) * (Q_L^T V Q_R)] Q_R^T).
+
+    Build it with :meth:`from_factors`.
+    """
+
+    left_eigen: tuple[Float[Array, " p"], Float[Array, "p p"]]
+    right_eigen: tuple[Float[Array, " q"], Float[Array, "q q"]]
+    scale: Float[Array, ""]
+    shift: Float[Array, ""]
+
+    @classmethod
+    def from_factors(cls, left: Float[ArrayLike, "p p"], right: Float[ArrayLike, "q q"], *,
+                     scale: Float[ArrayLike, ""] = 1.0, shift: Float[ArrayLike, ""]) -> "KroneckerDrift":
+        """``scale (left (x) right) + shift I`` from the two factors (one ``eigh`` each; eigenvalues clipped at 0)."""
+        left, right = check_symmetric(jnp.asarray(left)), check_symmetric(jnp.asarray(right))
+        (l, Ql), (r, Qr) = eigh(left), eigh(right)
+        dtype = left.dtype
+        return cls((jnp.maximum(l, 0.0), Ql), (jnp.maximum(r, 0.0), Qr), jnp.asarray(scale, dtype),
+                   jnp.asarray(shift, dtype))
+
+    def __check_init__(self):
+        if not isinstance(self.shift, jax.core.Tracer) and not float(self.shift) > 0:
+            raise ValueError(f"thermox: a KroneckerDrift needs shift > 0 to be positive definite, got {self.shift}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(p, q)``: the shape of the matrix the drift acts on."""
+        return self.left_eigen[0].shape[0], self.right_eigen[0].shape[0]
+
+    @property
+    def size(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def eigenvalues(self) -> Float[Array, "p q"]:
+        """``scale l_i r_j + shift``, the eigenvalue of the eigenvector ``q_L,i (x) q_R,j``."""
+        return self.scale * jnp.outer(self.left_eigen[0], self.right_eigen[0]) + self.shift
+
+    def spectrum_bounds(self):
+        w = self.eigenvalues()
+        return jnp.min(w), jnp.max(w)
+
+    def _apply_one(self, f: Float[Array, "p q"], v: Float[Array, " n"]) -> Float[Array, " n"]:
+        (_, Ql), (_, Qr) = self.left_eigen, self.right_eigen
+        V = v.reshape(self.shape)
+        return (Ql @ (f * (Ql.T @ V @ Qr)) @ Qr.T).reshape(-1)
+
+    def matvec(self, v):
+        return self._apply_one(self.eigenvalues(), v)
+
+    def apply_fn(self, fn, x, **_):
+        f = fn(self.eigenvalues())
+        return _columnwise(lambda v: self._apply_one(f, v), x)
+
+
 class OperatorDrift(AbstractDrift):
     """A matrix-free drift known only through ``v -> A v`` (a matvec or a lineax operator)."""
 

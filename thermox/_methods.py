@@ -110,7 +110,7 @@ class Exact(ClosedForm):
     def prepare(self, drift):
         if isinstance(drift, DenseDrift):
             return drift.eigen()
-        if isinstance(drift, LowRankDrift):
+        if isinstance(drift, LowRankDrift) and drift.gram_eigen is None:
             return drift.diagonalized()
         return drift
 

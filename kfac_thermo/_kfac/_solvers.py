@@ -25,7 +25,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 import thermox
 from thermox import eigh, spd_inverse, spd_inverse_flops
 
-from .._kernels import kernel_work, matmul_work
+from .._kernels import eigh_work, kernel_work, matmul_work
 from .._solver import AbstractDampedSolver
 from .._work import Work, analog, sequential
 
@@ -85,7 +85,7 @@ class DigitalKronecker(AbstractDampedSolver):
         a, Q_A = eigh(A)
         s, Q_S = eigh(S)
         scale = 1.0 / (jnp.maximum(s, 0.0)[:, None] * jnp.maximum(a, 0.0)[None, :] + damping)
-        work = sequential([kernel_work("eigh", 9.0 * n**3, 2 * n * n + n, A.dtype) for n in (A.shape[0], S.shape[0])])
+        work = sequential([eigh_work(n, A.dtype) for n in (A.shape[0], S.shape[0])])
         return (Q_S, Q_A, scale.astype(A.dtype)), work
 
     def apply(self, prepared, vector, state, *, step, key):
