@@ -396,7 +396,21 @@ def make_crossover(args) -> str:
     return text
 
 
-STUDIES = {"fig2": make_fig2, "kfac-width": make_kfac_width, "crossover": make_crossover}
+def make_uncertainty(args) -> str:
+    """Laplace uncertainty (experiments.uncertainty) on the MAP of the Adam curve's seed-0 run (fig3's on MNIST)."""
+    from . import uncertainty
+
+    os.makedirs(args.out, exist_ok=True)
+    task = task_overrides(FIGURES["fig3"], args)
+    job = task + ["run.progress=false", "run.plots=false", *ADAM.overrides, "seed=0"]
+    run_dir = run_directory(args.runs, job)
+    print(f"[uncertainty] MAP: adam seed 0 -> {run_dir}", flush=True)
+    run_once(job, run_dir)
+    return uncertainty.make(output_stem(args.out, "uncertainty", task), str(run_dir), job, args.quick)
+
+
+STUDIES = {"fig2": make_fig2, "kfac-width": make_kfac_width, "crossover": make_crossover,
+           "uncertainty": make_uncertainty}
 
 
 def main(argv: list[str] | None = None) -> None:

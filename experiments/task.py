@@ -23,6 +23,7 @@ class Task:
         batch_size, epochs: from the config.
         description: one line for logs.
         curvature: what ``curvature=auto`` means for this task's natural-gradient optimizers.
+        test: test inputs and targets (numpy) where the task has them as arrays (the classification tasks).
     """
 
     params: Any
@@ -36,3 +37,4 @@ class Task:
     epochs: int
     description: str
     curvature: str = "ggn"
+    test: tuple[Any, np.ndarray] | None = None

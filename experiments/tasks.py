@@ -46,6 +46,7 @@ def _classification(train: Split, test: Split, cfg, seed: int, label: str) -> Ta
         train=(train.images, train.labels), evaluate=evaluate, metric="test_accuracy",
         batch_size=cfg.batch_size, epochs=cfg.epochs,
         description=f"{label}: {len(train.labels)} train / {len(test.labels)} test images, CNN with {n_params:,} parameters",
+        test=(test.images, test.labels),
     )
 
 

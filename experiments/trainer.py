@@ -116,6 +116,24 @@ class LoopState:
     extended: list = dataclasses.field(default_factory=list)
 
 
+def checkpoint_manager(run_dir: str) -> ocp.CheckpointManager:
+    """The orbax manager of ``run_dir``'s checkpoints (the last two kept)."""
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(run_dir, "checkpoints")),
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+
+
+def trained_params(run_dir: str, task: Task, optimizer: optax.GradientTransformation) -> Any:
+    """The parameters of ``run_dir``'s latest checkpoint (a finished run's: its final parameters), restored into
+    the structure of ``task`` and ``optimizer``'s state."""
+    manager = checkpoint_manager(run_dir)
+    if manager.latest_step() is None:
+        raise FileNotFoundError(f"{run_dir} holds no checkpoint to take trained parameters from")
+    state = {"params": task.params, "opt_state": optimizer.init(task.params)}
+    restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(state), loop=ocp.args.JsonRestore()))
+    return restored.state["params"]
+
+
 def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir: str, seed: int,
           mesh: Mesh | None = None, on_record: Callable[[dict], None] = lambda record: None) -> dict:
     """Train ``task`` with ``optimizer`` into ``run_dir``, resuming from its latest checkpoint if any, and return
@@ -152,10 +170,7 @@ def train(task: Task, optimizer: optax.GradientTransformation, settings, run_dir
 
     state = replicate({"params": task.params, "opt_state": optimizer.init(task.params)}, mesh)
     counted = counts_skips(state["opt_state"])
-    manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(run_dir, "checkpoints")),
-        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
-    )
+    manager = checkpoint_manager(run_dir)
     loop = LoopState(planned_steps=total)
     if manager.latest_step() is not None:
         restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(

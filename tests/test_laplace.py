@@ -195,13 +195,11 @@ def test_device_samples_at_long_times_follow_the_posterior(x64):
     check_moments(samples, ravel_pytree(post.mean)[0], linear_covariance(X, 2.0, 2))
 
 
-def test_device_first_sample_has_the_finite_time_covariance(x64):
-    r"""One run of t tau from theta*: covariance ``kappa0 P^-1 (I - e^{-2 P t})`` (independent chains)."""
+def test_device_runs_of_finite_time_have_the_finite_time_covariance(x64):
+    r"""Runs of t tau from theta* (reset between samples): covariance ``kappa0 P^-1 (I - e^{-2 P t})``."""
     post, X = small_posterior()
     device, t = thermox.AnalogDevice(kappa0=0.3), 0.01
-    keys = jr.split(jr.PRNGKey(11), 20000)
-    first = jax.vmap(lambda k: post.sample_on_device(device, k, 1, t=t, interval=1.0))(keys)
-    samples = ravel_samples(jax.tree_util.tree_map(lambda leaf: leaf[:, 0], first))
+    samples = ravel_samples(post.sample_on_device(device, jr.PRNGKey(11), 20000, t=t))  # no interval: fresh runs
     P = np.asarray(post.blocks[0].matrix) + 2.0 * np.eye(6)
     w, V = np.linalg.eigh(P)
     cov = 0.3 * (V * ((1 - np.exp(-2 * w * t)) / w)) @ V.T
@@ -234,6 +232,8 @@ def test_sampling_work_counts():
     setup, per_sample = post.device_sampling_work(thermox.AnalogDevice(kappa0=1.0, adc_bits=8), t=10.0, interval=3.0)
     assert float(setup.coupling_values) == 36 and float(setup.analog_tau) == 10.0
     assert float(per_sample.adc_values) == 6 and float(per_sample.adc_bits) == 8 and float(per_sample.analog_tau) == 3
+    setup, per_sample = post.device_sampling_work(thermox.AnalogDevice(kappa0=1.0), t=0.5)  # fresh runs
+    assert float(setup.analog_tau) == 0 and float(per_sample.analog_tau) == 0.5
     setup, per_sample = post.digital_sampling_work()
     assert float(setup.flops["eigh"]) == 9 * 6**3 and float(per_sample.flops["precondition"]) == 2 * 36
 

@@ -105,13 +105,15 @@ class LowRankBlock(PrecisionBlock):
     """``G = W W^T`` (``W`` n x r, r < n): the Gram ``W^T W = Q diag(s) Q^T`` decomposed once."""
 
     factor: Float[Array, "n r"]
+    gram: Float[Array, "r r"]
     gram_eigenvalues: Float[Array, " r"]
     gram_eigenvectors: Float[Array, "r r"]
 
     @classmethod
     def from_factor(cls, factor: Float[Array, "n r"]) -> "LowRankBlock":
-        s, Q = thermox.eigh(factor.T @ factor)
-        return cls(factor, jnp.maximum(s, 0.0), Q)
+        gram = factor.T @ factor
+        s, Q = thermox.eigh(gram)
+        return cls(factor, gram, jnp.maximum(s, 0.0), Q)
 
     @property
     def size(self) -> int:
@@ -126,7 +128,7 @@ class LowRankBlock(PrecisionBlock):
 
     def drift(self, prior_precision):
         W = self.factor
-        return thermox.LowRankDrift(jnp.asarray(prior_precision, W.dtype), W.T @ W, lambda c: W @ c,
+        return thermox.LowRankDrift(jnp.asarray(prior_precision, W.dtype), self.gram, lambda c: W @ c,
                                     lambda v: W.T @ v, W.shape[0], W, (self.gram_eigenvalues, self.gram_eigenvectors))
 
     def device_drift(self, prior_precision):

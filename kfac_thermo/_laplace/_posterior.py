@@ -97,14 +97,16 @@ class LaplacePosterior(eqx.Module):
         return self.displacement_to_params(out)
 
     def sample_on_device(self, device: thermox.AnalogDevice, key: PRNGKeyArray, num_samples: int, *,
-                         t: float, interval: float, method: Any = "auto") -> PyTree:
+                         t: float, interval: float | None = None, method: Any = "auto") -> PyTree:
         r"""Samples the device gives: each block's precision programmed once on ``device`` (its couplings quantized
-        and mismatched as the chip realises them), one chain per block from the displacement 0 (``theta*``) with
-        ``b = 0``: the first readout after ``t`` tau, then one every ``interval`` tau, each through the ADC.
+        and mismatched as the chip realises them), run with ``b = 0`` from the displacement 0 (``theta*``), every
+        readout through the ADC. With ``interval`` one chain per block: the first readout after ``t`` tau, then one
+        every ``interval`` tau; without it every sample is a fresh run of ``t`` tau from ``theta*`` (the device
+        reset between samples), of covariance ``kappa0 P^-1 (I - e^{-2 P t})``.
 
         The samples' temperature is the device's ``kappa0`` (set it to :attr:`temperature` for this posterior);
-        their covariance approaches ``kappa0 P^-1`` once ``t`` and ``interval`` are long against ``1 /
-        lambda_min(P) = 1 / delta``-ish relaxation times.
+        their covariance approaches ``kappa0 P^-1`` once ``t`` (and ``interval``) are long against the slowest
+        relaxation time ``1 / lambda_min(P)`` (at most ``1 / delta``).
 
         Raises:
             ValueError: a noiseless device (it cannot sample), readout averaging (``num_readouts > 1`` shrinks a
@@ -117,7 +119,8 @@ class LaplacePosterior(eqx.Module):
             raise ValueError(f"laplace: a posterior sample is one readout; num_readouts={device.num_readouts} would "
                              "average samples and shrink their spread")
         _positive(t, "t (run time before the first sample, tau)")
-        _positive(interval, "interval (time between samples, tau)")
+        if interval is not None:
+            _positive(interval, "interval (time between samples, tau)")
         keys = jr.split(key, len(self.blocks))
         out = []
         for block, k in zip(self.blocks, keys):
@@ -205,25 +208,30 @@ class LaplacePosterior(eqx.Module):
         return (sequential([block.decomposition_work() for block in self.blocks]),
                 sequential([block.sample_work() for block in self.blocks]))
 
-    def device_sampling_work(self, device: thermox.AnalogDevice, *, t: float, interval: float) -> tuple[Work, Work]:
-        """``(setup, per sample)`` of :meth:`sample_on_device`: programming every block's couplings once and the
-        first run of ``t`` tau; then per sample ``interval`` tau of dynamics and one readout of every cell. The
-        blocks run one after another on one chip."""
+    def device_sampling_work(self, device: thermox.AnalogDevice, *, t: float,
+                             interval: float | None = None) -> tuple[Work, Work]:
+        """``(setup, per sample)`` of :meth:`sample_on_device`: programming every block's couplings once (and, for a
+        chain, the first ``t`` tau); then per sample ``interval`` tau of dynamics (``t`` without a chain) and one
+        readout of every cell. The blocks run one after another on one chip."""
         couplings = sum(block.couplings() for block in self.blocks)
-        cells = self.num_covered
-        setup = analog(coupling_values=couplings, coupling_bits=device.coupling_bits,
-                       analog_tau=t * len(self.blocks), resistor_tau=(couplings + cells) * t,
-                       adc_bits=device.adc_bits)
-        sample = analog(adc_values=cells, adc_bits=device.adc_bits, analog_tau=interval * len(self.blocks),
-                        resistor_tau=(couplings + cells) * interval)
+        cells, blocks = self.num_covered, len(self.blocks)
+        first = 0.0 if interval is None else t
+        run = t if interval is None else interval
+        setup = analog(coupling_values=couplings, coupling_bits=device.coupling_bits, analog_tau=first * blocks,
+                       resistor_tau=(couplings + cells) * first)
+        sample = analog(adc_values=cells, adc_bits=device.adc_bits, analog_tau=run * blocks,
+                        resistor_tau=(couplings + cells) * run)
         return setup, sample
 
 
 def _chain(programmed: thermox.Programmed, n: int, key: PRNGKeyArray, num_samples: int, t: float,
-           interval: float, dtype) -> Float[Array, "S n"]:
-    """A chain of readouts from the voltages 0 with no input: the first after ``t``, then every ``interval``."""
+           interval: float | None, dtype) -> Float[Array, "S n"]:
+    """Readouts from the voltages 0 with no input: the first after ``t``, then every ``interval`` (a chain), or
+    ``num_samples`` independent runs of ``t`` (``interval`` None)."""
     zeros = jnp.zeros((n,), dtype)
     keys = jr.split(key, num_samples)
+    if interval is None:
+        return jax.vmap(lambda k: programmed.readout(zeros, None, key=k, t=t).value)(keys)
     first = programmed.readout(zeros, None, key=keys[0], t=t)
 
     def step(voltages, k):
