@@ -42,11 +42,13 @@ class Settings:
             the other structures use every training example.
         samples: posterior samples per predictive.
         bootstrap: resamples of the samples for the NLL's Monte-Carlo spread.
+        structures: the Laplace structures fitted ("full" is the one the device samples).
     """
 
     full_examples: int | None = 500
     samples: int = 200
     bootstrap: int = 200
+    structures: tuple[str, ...] = kt.LAPLACE_STRUCTURES
 
 
 FULL, QUICK = Settings(), Settings(full_examples=200, samples=50, bootstrap=100)
@@ -150,7 +152,7 @@ def make(stem: str, map_run: str, overrides: list[str], quick: bool, seed: int =
     predict = jax.jit(lambda x: jax.nn.softmax(task.predict_fn(params, x), axis=-1))
     rows["MAP (Adam)"] = {**_evaluate(sets, predict), "delta": None, "fit_s": 0.0}
     key = jr.key(seed)
-    for structure in kt._laplace.STRUCTURES:
+    for structure in settings.structures:
         data = (x_train, y_train)
         if structure == "full" and settings.full_examples and settings.full_examples < n:
             keep = np.sort(np.random.default_rng(seed).permutation(n)[:settings.full_examples])

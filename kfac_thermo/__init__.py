@@ -20,6 +20,7 @@ from ._kfac import thermo_kfac as thermo_kfac
 from ._kfac._solvers import DigitalKronecker as DigitalKronecker
 from ._kfac._solvers import ThermoKronecker as ThermoKronecker
 from ._kfac._solvers import factored_damping as factored_damping
+from ._laplace import STRUCTURES as LAPLACE_STRUCTURES
 from ._laplace import LaplacePosterior as LaplacePosterior
 from ._laplace import laplace as laplace
 from ._losses import CallableLoss as CallableLoss
@@ -66,6 +67,7 @@ __all__ = [
     "DenseSolver",
     "DigitalKronecker",
     "KFACState",
+    "LAPLACE_STRUCTURES",
     "LaplacePosterior",
     "LayerStatistics",
     "Loss",

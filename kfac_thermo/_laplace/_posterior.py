@@ -89,11 +89,8 @@ class LaplacePosterior(eqx.Module):
         ``f = lambda^{-1/2}`` by its decomposition (dense ``eigh``, Woodbury's Gram ``eigh``, the Kronecker factors'
         ``eigh``, or the diagonal). Returns the parameter pytree with a leading axis of ``num_samples``."""
         keys = jr.split(key, len(self.blocks))
-        scale = jnp.sqrt(self.temperature)
-        out = []
-        for block, k in zip(self.blocks, keys):
-            z = jr.normal(k, (block.size, num_samples), self._dtype())
-            out.append(scale * block.drift(self.prior_precision).apply_fn(lambda w: w ** -0.5, z).T)
+        out = [jnp.sqrt(self.temperature) * _exact_samples(block, self.prior_precision, k, num_samples)
+               for block, k in zip(self.blocks, keys)]
         return self.displacement_to_params(out)
 
     def sample_on_device(self, device: thermox.AnalogDevice, key: PRNGKeyArray, num_samples: int, *,
@@ -122,12 +119,8 @@ class LaplacePosterior(eqx.Module):
         if interval is not None:
             _positive(interval, "interval (time between samples, tau)")
         keys = jr.split(key, len(self.blocks))
-        out = []
-        for block, k in zip(self.blocks, keys):
-            drift = (block.drift(self.prior_precision) if device.is_ideal_couplings
-                     else block.device_drift(self.prior_precision))
-            programmed = thermox.program(device, drift, method=method)
-            out.append(_chain(programmed, block.size, k, num_samples, t, interval, self._dtype()))
+        out = [_device_samples(block, self.prior_precision, device, k, num_samples, t, interval, method)
+               for block, k in zip(self.blocks, keys)]
         return self.displacement_to_params(out)
 
     # ------------------------------------------------------------------------------------ evidence and prior
@@ -222,6 +215,24 @@ class LaplacePosterior(eqx.Module):
         sample = analog(adc_values=cells, adc_bits=device.adc_bits, analog_tau=run * blocks,
                         resistor_tau=(couplings + cells) * run)
         return setup, sample
+
+
+@eqx.filter_jit
+def _exact_samples(block: PrecisionBlock, prior_precision, key: PRNGKeyArray, num_samples: int) -> Float[Array, "S n"]:
+    """``num_samples`` draws of ``N(0, P_b^-1)``: ``f(P_b) z`` with ``f = lambda^{-1/2}``."""
+    dtype = jnp.result_type(prior_precision)
+    z = jr.normal(key, (block.size, num_samples), dtype)
+    return block.drift(prior_precision).apply_fn(lambda w: w ** -0.5, z).T
+
+
+@eqx.filter_jit
+def _device_samples(block: PrecisionBlock, prior_precision, device: thermox.AnalogDevice, key: PRNGKeyArray,
+                    num_samples: int, t: float, interval: float | None, method) -> Float[Array, "S n"]:
+    """Block ``P_b`` programmed on ``device`` (as its couplings are realised unless they are ideal), then
+    :func:`_chain`."""
+    drift = block.drift(prior_precision) if device.is_ideal_couplings else block.device_drift(prior_precision)
+    programmed = thermox.program(device, drift, method=method)
+    return _chain(programmed, block.size, key, num_samples, t, interval, jnp.result_type(prior_precision))
 
 
 def _chain(programmed: thermox.Programmed, n: int, key: PRNGKeyArray, num_samples: int, t: float,
