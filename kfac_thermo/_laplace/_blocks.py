@@ -148,21 +148,26 @@ class LowRankBlock(PrecisionBlock):
 
 
 class KroneckerBlock(PrecisionBlock):
-    """K-FAC's ``G = L (x) R`` on a (p, q) layer matrix (``L`` outputs, ``R`` inputs), each factor decomposed."""
+    """K-FAC's ``G = L (x) R`` on a (p, q) layer matrix (``L`` outputs, ``R`` inputs), each factor decomposed once
+    (:meth:`from_factors`)."""
 
     left: Float[Array, "p p"]
     right: Float[Array, "q q"]
+    factors: thermox.KroneckerDrift  # L (x) R + I: the factors' eigendecompositions
+
+    @classmethod
+    def from_factors(cls, left: Float[Array, "p p"], right: Float[Array, "q q"]) -> "KroneckerBlock":
+        return cls(left, right, thermox.KroneckerDrift.from_factors(left, right, shift=1.0))
 
     @property
     def size(self) -> int:
         return self.left.shape[0] * self.right.shape[0]
 
     def drift(self, prior_precision):
-        return thermox.KroneckerDrift.from_factors(self.left, self.right, shift=prior_precision)
+        return eqx.tree_at(lambda d: d.shift, self.factors, jnp.asarray(prior_precision, self.left.dtype))
 
     def curvature_eigenvalues(self):
-        kron = thermox.KroneckerDrift.from_factors(self.left, self.right, shift=1.0)
-        return (kron.eigenvalues() - 1.0).reshape(-1)
+        return (self.factors.eigenvalues() - 1.0).reshape(-1)
 
     def couplings(self) -> int:
         return self.size * self.size  # L (x) R is dense: every pair of the p q cells is coupled

@@ -136,7 +136,7 @@ def kfac_blocks(predict_fn, loss, params, inputs, targets, scale: float, batch_s
         totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
     A, S, D = totals
     n = jax.tree_util.tree_leaves(inputs)[0].shape[0]
-    blocks = [KroneckerBlock(scale * s, a / n) for a, s in zip(A, S)]
+    blocks = [KroneckerBlock.from_factors(scale * s, a / n) for a, s in zip(A, S)]
     blocks += [DiagonalBlock(scale * d.reshape(-1)) for d in D]
     layout = layer_layout(model.tapped, list(range(len(model.layers))), True, params)
     return blocks, layout
