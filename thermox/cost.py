@@ -218,10 +218,11 @@ def langevin_cost(
         bits: converter bits (None: the platform's ``conversion_bits``).
         platform: the hardware constants.
     """
-    run_tau = jnp.asarray(burn_in, float) + num_samples * jnp.asarray(interval, float)
+    xp = _array_module(num_couplings, burn_in, interval)
+    run_tau = xp.asarray(burn_in, float) + num_samples * xp.asarray(interval, float)
     total = analog_cost(
         dac_values=n, coupling_values=num_couplings, adc_values=n * num_samples, analog_tau=run_tau,
-        resistor_tau=(jnp.asarray(num_couplings, float) + n) * run_tau,
+        resistor_tau=(xp.asarray(num_couplings, float) + n) * run_tau,
         dac_bits=bits or 0, coupling_bits=bits or 0, adc_bits=bits or 0, platform=platform,
     )
     return AnalogCost(*(field / num_samples for field in total))
