@@ -79,25 +79,25 @@ def test_blr_posterior_matches_the_mala_reference(x64):
     L = blr_study.lipschitz(blr)
     _, H = blr_study.laplace(blr)
     assert np.linalg.eigvalsh(np.asarray(H))[-1] < 0.6 * L
-    ref_samples, acceptance = blr_study.mala(blr, key=jax.random.key(1), step=0.6, num_samples=20_000, thin=4,
+    ref_samples, acceptance = blr_study.mala(blr, key=jax.random.key(1), step=0.6, num_samples=40_000, thin=4,
                                              burn_in=1000)
     assert 0.3 < float(acceptance) < 0.95
     ref = blr_study.moments(ref_samples)
 
     dt = 0.1 / L
     samples = thermox.langevin(thermox.AnalogDevice(kappa0=1.0), lambda w: blr_study.grad_potential(blr, w),
-                               jnp.zeros(blr.dim), key=jax.random.key(2), num_samples=2500, burn_in=2.0,
+                               jnp.zeros(blr.dim), key=jax.random.key(2), num_samples=6000, burn_in=2.0,
                                interval=0.2, method=thermox.EulerMaruyama(dt=dt))
     got = blr_study.moments(samples)
     eps = blr_study.euler_bias_bound(dt, L)
     mc = lambda a, b, r: math.hypot(blr_study.relative_mc_error(a, r), blr_study.relative_mc_error(b, r))
-    mean_tol = 3 * mc(got.mean_var, ref.mean_var, ref.mean) + eps * np.linalg.norm(np.sqrt(np.diag(ref.cov))) / np.linalg.norm(ref.mean)
+    sd = np.sqrt(np.diag(ref.cov))
+    mean_tol = 3 * mc(got.mean_var, ref.mean_var, ref.mean) + eps * np.linalg.norm(sd) / np.linalg.norm(ref.mean)
     cov_tol = 3 * mc(got.cov_var, ref.cov_var, ref.cov) + eps
     mean_error = blr_study.relative_error(got.mean, ref.mean)
     cov_error = blr_study.relative_error(got.cov, ref.cov)
-    print(f"BLR: mean {mean_error:.4f} < {mean_tol:.4f}, cov {cov_error:.4f} < {cov_tol:.4f}, eps {eps:.4f}")
     assert mean_error < mean_tol and cov_error < cov_tol, (mean_error, mean_tol, cov_error, cov_tol)
-    assert cov_tol < 0.5  # the test can fail: a doubled covariance is off by 1.0
+    assert cov_tol < 0.3  # the test can fail: a doubled covariance is off by 1.0
     assert blr_study.relative_error(2 * got.cov, ref.cov) > cov_tol
 
 

@@ -62,7 +62,8 @@ def langevin(
     interval: float,
     method: AbstractMethod | MethodName = "diffrax",
 ) -> Float[Array, "num_samples n"]:
-    r"""Samples of ``exp(-U / kappa0)`` from the device run as a Langevin circuit ``dx = -grad U ds + sqrt(2 kappa0) dW``.
+    r"""Samples of ``exp(-U / kappa0)`` from the device run as the Langevin circuit
+    ``dx = -grad U(x) ds + sqrt(2 kappa0) dW``.
 
     Protocol: ``x0`` goes through the DAC onto the nodes; the circuit runs ``burn_in`` tau, then ``num_samples``
     times ``interval`` tau, the node voltages read through the ADC after each interval (the voltages themselves
