@@ -2,6 +2,7 @@
 
 The device obeys ``dx = -(A x - b) dt/tau + sqrt(2 kappa0/tau) dW``; all run times here are in units of tau.
 Program a drift once (``thermox.program``), then run and read it out for any right-hand side (``Programmed``).
+With a nonlinear drift ``-grad U`` the device samples ``exp(-U / kappa0)`` (``thermox.langevin``).
 
 Note: the public PyPI package ``thermox`` has the same import name; this one is the project's own.
 """
@@ -24,6 +25,7 @@ from ._drift import OperatorDrift as OperatorDrift
 from ._eigh import eigh as eigh
 from ._evolve import check_time as check_time
 from ._evolve import evolve as evolve
+from ._langevin import langevin as langevin
 from ._methods import AbstractMethod as AbstractMethod
 from ._methods import Auto as Auto
 from ._methods import Diffrax as Diffrax
@@ -65,6 +67,7 @@ __all__ = [
     "cost",
     "eigh",
     "evolve",
+    "langevin",
     "linalg",
     "ou_law_operators",
     "program",

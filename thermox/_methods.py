@@ -28,7 +28,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._conditioning import warn_if_ill_conditioned
 from ._drift import AbstractDrift, DenseDrift, EigenDrift, LowRankDrift, OperatorDrift
-from ._sde import integrate
+from ._sde import VectorField, integrate
 from ._spectral import OULaw
 
 MethodName = Literal["auto", "exact", "krylov", "diffrax"]
@@ -220,15 +220,32 @@ class Diffrax(AbstractMethod):
             raise ValueError("thermox: method='diffrax' needs a concrete run time t (it fixes the step count)")
         if isinstance(drift, DenseDrift):
             drift = DenseDrift(drift.matrix.astype(b.dtype))
+        return self.integrate(lambda x: b - drift.mv(x), jnp.zeros_like(b) if x0 is None else x0, key=key,
+                              t=float(t), kappa0=kappa0, window=window, saturation=saturation)
+
+    def integrate(
+        self,
+        vector_field: VectorField,
+        x0: Float[Array, "n *k"],
+        *,
+        key: PRNGKeyArray | None,
+        t: float,
+        kappa0: float | Float[Array, ""],
+        window: float | None = None,
+        saturation: float | None = None,
+    ) -> Float[Array, "n *k"]:
+        """The node voltages after ``dx = vector_field(x) ds + sqrt(2 kappa0) dW`` for a concrete ``t`` tau from
+        ``x0`` (or their average over the last ``window``), with this solver and step; refused at run time when
+        not finite. :meth:`advance` is the linear field ``b - A x``; ``thermox.langevin`` is ``-grad U``."""
         x = integrate(
-            drift, b, jnp.zeros_like(b) if x0 is None else x0, key=key, t=float(t),
-            kappa0=None if _is_zero(kappa0) else jnp.asarray(kappa0, b.dtype), dt=self.dt, solver=self.solver,
-            window=window, saturation=saturation, brownian_tol=self.brownian_tol,
+            vector_field, x0, key=key, t=t, kappa0=None if _is_zero(kappa0) else jnp.asarray(kappa0, x0.dtype),
+            dt=self.dt, solver=self.solver, window=window, saturation=saturation, brownian_tol=self.brownian_tol,
         )
         return eqx.error_if(
             x, ~jnp.all(jnp.isfinite(x)),
-            "thermox.Diffrax: the simulated voltages are not finite: the drift is not positive definite or the "
-            "step dt is beyond the solver's stability limit",
+            "thermox.Diffrax: the simulated voltages are not finite: the drift is unstable (a drift matrix that is "
+            "not positive definite, a potential that is not confining) or the step dt is beyond the solver's "
+            "stability limit",
         )
 
 

@@ -1,6 +1,9 @@
 """The general path: integrate the device SDE with a diffrax solver at a fixed step.
 
-    dx = -(A x - b) ds + sqrt(2 kappa0) dW,     s = time / tau,
+    dx = f(x) ds + sqrt(2 kappa0) dW,     s = time / tau,
+
+for any vector field ``f`` of the node voltages: the linear drift ``f(x) = b - A x`` of the OU solver
+(``thermox.Diffrax``), or ``f = -grad U`` of a Langevin circuit (``thermox.langevin``);
 
 optionally with node voltages held inside the rails ``|x_i| <= saturation`` (a projection after every
 step, which no closed form covers) and with the time average over the final window accumulated as an
@@ -10,6 +13,7 @@ extra state ``I' = x 1[s >= t - T] / T``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import diffrax
 import equinox as eqx
@@ -17,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._drift import AbstractDrift
+VectorField = Callable[[Float[Array, "n *k"]], Float[Array, "n *k"]]
 
 
 class SaturatingSolver(diffrax.AbstractWrappedSolver):
@@ -75,8 +79,7 @@ def _needs_levy_area(solver: diffrax.AbstractSolver) -> bool:
 
 
 def integrate(
-    drift: AbstractDrift,
-    b: Float[Array, "n *k"],
+    vector_field: VectorField,
     x0: Float[Array, "n *k"],
     *,
     key: PRNGKeyArray | None,
@@ -88,7 +91,8 @@ def integrate(
     saturation: float | None = None,
     brownian_tol: float | None = None,
 ) -> Float[Array, "n *k"]:
-    """One fixed-step diffrax solve from ``x0`` over ``[0, t]``; returns x(t) or the window average.
+    """One fixed-step diffrax solve of ``dx = vector_field(x) ds + sqrt(2 kappa0) dW`` from ``x0`` over ``[0, t]``;
+    returns x(t) or the window average.
 
     ``t`` and ``dt`` must be concrete: the number of steps ``ceil(t / dt)`` is static. With
     ``brownian_tol=None`` the Brownian motion is a fast ``UnsafeBrownianPath`` (fresh increments each
@@ -101,13 +105,13 @@ def integrate(
     start = t - window if window is not None else t
     weight = 1.0 / window if window is not None else 0.0
 
-    def vector_field(s, y, args):
+    def augmented_field(s, y, args):
         x, _ = y
         # The window indicator is evaluated at the step's left end: a left Riemann sum of the average.
         inside = jnp.where(s >= start - 1e-9 * t, weight, 0.0)
-        return (b - drift.mv(x), inside * x)
+        return (vector_field(x), inside * x)
 
-    terms = diffrax.ODETerm(vector_field)
+    terms = diffrax.ODETerm(augmented_field)
     if key is not None or kappa0 is not None or solver.term_structure is not diffrax.AbstractTerm:
         # An SDE-only solver (ShARK, SRA1, ...) needs the noise term even when kappa0 = 0 (then weighted by zero);
         # with a key it is kept too, so that a noiseless run's numbers do not depend on a key being passed.

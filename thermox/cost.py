@@ -189,3 +189,40 @@ def solve_cost(
         dac_bits=bits or 0, coupling_bits=bits or 0, adc_bits=bits or 0, platform=platform,
     )
 
+
+
+def langevin_cost(
+    n: int,
+    *,
+    num_couplings: ArrayLike,
+    num_samples: int,
+    burn_in: ArrayLike,
+    interval: ArrayLike,
+    bits: int | None = None,
+    platform: AnalogPlatform = AnalogPlatform(),
+) -> AnalogCost:
+    """Modeled time and energy *per sample* of a Langevin run (``thermox.langevin``), the whole run's cost divided
+    by ``num_samples``.
+
+    The run: the couplings are programmed once (``num_couplings`` values, e.g. the data matrix's N d entries for a
+    logistic-regression potential; the nonlinear elements are not priced) and the start state's n values go through
+    the DAC; the circuit runs ``burn_in + num_samples interval`` tau on the critical path, its resistors and n cells
+    all held the whole time; each sample is n values through the ADC. As ``num_samples`` grows the cost per sample
+    tends to ``interval`` tau of dynamics plus n ADC values.
+
+    Args:
+        n: cells (dimension of the sampled variable).
+        num_couplings: programmed values.
+        num_samples: readouts of n values.
+        burn_in, interval: run times in units of tau.
+        bits: converter bits (None: the platform's ``conversion_bits``).
+        platform: the hardware constants.
+    """
+    xp = _array_module(num_couplings, burn_in, interval)
+    run_tau = xp.asarray(burn_in, float) + num_samples * xp.asarray(interval, float)
+    total = analog_cost(
+        dac_values=n, coupling_values=num_couplings, adc_values=n * num_samples, analog_tau=run_tau,
+        resistor_tau=(xp.asarray(num_couplings, float) + n) * run_tau,
+        dac_bits=bits or 0, coupling_bits=bits or 0, adc_bits=bits or 0, platform=platform,
+    )
+    return AnalogCost(*(field / num_samples for field in total))
