@@ -406,7 +406,8 @@ def make_uncertainty(args) -> str:
     run_dir = run_directory(args.runs, job)
     print(f"[uncertainty] MAP: adam seed 0 -> {run_dir}", flush=True)
     run_once(job, run_dir)
-    return uncertainty.make(output_stem(args.out, "uncertainty", task), str(run_dir), job, args.quick)
+    return uncertainty.make(output_stem(args.out, "uncertainty", task), str(run_dir), compose_config(job),
+                            args.quick)
 
 
 STUDIES = {"fig2": make_fig2, "kfac-width": make_kfac_width, "crossover": make_crossover,

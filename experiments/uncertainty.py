@@ -132,13 +132,10 @@ def _price(work: kt.Work, digital: str) -> tuple[float, float]:
     return cost.time_s, cost.energy_j
 
 
-def make(stem: str, map_run: str, overrides: list[str], quick: bool, seed: int = 0) -> str:
-    """Run the study on the MAP of the finished run ``map_run`` (its config ``overrides``) and write ``stem.md`` and
-    ``stem.png``; returns the markdown."""
-    from .figures import compose_config
-
+def make(stem: str, map_run: str, cfg, quick: bool, seed: int = 0) -> str:
+    """Run the study on the MAP of the finished run ``map_run`` (its resolved config ``cfg``) and write ``stem.md``
+    and ``stem.png``; returns the markdown."""
     settings = QUICK if quick else FULL
-    cfg = compose_config(overrides)
     task = build_task(cfg.task, cfg.seed)
     optimizer = build_optimizer(cfg.optimizer, cfg.device, predict_fn=task.predict_fn, loss=task.loss, seed=cfg.seed,
                                 task_curvature=task.curvature,

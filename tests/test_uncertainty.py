@@ -58,6 +58,6 @@ def test_study_runs_end_to_end_on_digits(tmp_path, monkeypatch):
     job = ["task=digits", "run.progress=false", "run.plots=false", "optimizer=adam", "seed=0", "run.max_steps=30"]
     run_dir = tmp_path / "map"
     figures.run_once(job, run_dir)
-    text = uncertainty.make(str(tmp_path / "uncertainty"), str(run_dir), job, quick=True)
+    text = uncertainty.make(str(tmp_path / "uncertainty"), str(run_dir), figures.compose_config(job), quick=True)
     assert "| Laplace kfac |" in text and "| Laplace full (40 examples) |" in text
     assert "fresh runs of t = 0.2" in text and (tmp_path / "uncertainty.png").exists()

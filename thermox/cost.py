@@ -190,7 +190,6 @@ def solve_cost(
     )
 
 
-
 def langevin_cost(
     n: int,
     *,
