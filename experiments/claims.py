@@ -247,10 +247,11 @@ def form_note(figure: figures.Figure, curves: dict[str, Curve]) -> str:
     return f" [{'; '.join(notes)}]" if notes else ""
 
 
-def reproduction_rows(args) -> list[str]:
+def reproduction_rows(args, names: list[str] | None = None) -> list[str]:
+    """The table's rows for the figures ``names`` (all of :data:`CLAIMS` when None; fig5 only with --data-path)."""
     rows = []
     for name, claims in CLAIMS.items():
-        if figures.FIGURES[name].task == "squad" and not args.data_path:
+        if (names is not None and name not in names) or (figures.FIGURES[name].task == "squad" and not args.data_path):
             continue
         curves = load(figures.FIGURES[name], args)
         note = form_note(figures.FIGURES[name], curves)
@@ -261,9 +262,23 @@ def reproduction_rows(args) -> list[str]:
     return rows
 
 
-def reproduction_table(args) -> str:
-    header = ["| paper | claim | ours | verdict | why |", "|---|---|---|---|---|"]
-    return "\n".join(header + reproduction_rows(args)) + "\n"
+HEADER = ["| paper | claim | ours | verdict | why |", "|---|---|---|---|---|"]
+
+
+def _claim_key(row: str) -> str:
+    """A row's paper and claim cells: what identifies it in the table."""
+    return "|".join(row.split("|")[1:3])
+
+
+def reproduction_table(args, names: list[str] | None = None, previous: str | None = None) -> str:
+    """The claims table; with ``names``, the rows of those figures only, put in place of their rows in the
+    ``previous`` table (whose other rows, from earlier runs, are kept as they are)."""
+    rows = reproduction_rows(args, names)
+    if previous is not None:
+        fresh = {_claim_key(row): row for row in rows}
+        kept = [line for line in previous.splitlines() if line.startswith("| ") and line not in HEADER[:1]]
+        rows = [fresh.pop(_claim_key(row), row) for row in kept] + list(fresh.values())
+    return "\n".join(HEADER + rows) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -273,11 +288,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default="runs/figures", help="where the figures' run directories are")
     parser.add_argument("--out", default="figures", help="where reproduction.md goes")
     parser.add_argument("--quick", action="store_true", help="the figures' --quick runs")
+    parser.add_argument("--figures", nargs="+", choices=list(CLAIMS),
+                        help="update only these figures' rows of the existing <out>/reproduction.md (the other rows "
+                             "stay as earlier runs made them)")
     args = parser.parse_args(argv)
     args.seeds, args.max_steps = None, None
-    table = reproduction_table(args)
+    path = os.path.join(args.out, "reproduction.md")
+    previous = None
+    if args.figures and os.path.exists(path):
+        with open(path) as f:
+            previous = f.read()
+    table = reproduction_table(args, args.figures, previous)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "reproduction.md"), "w") as f:
+    with open(path, "w") as f:
         f.write(table)
     print(table)
 

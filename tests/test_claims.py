@@ -66,3 +66,15 @@ def test_form_note_marks_fewer_seeds_and_capped_runs():
     assert "runs capped at 100 steps" in claims.form_note(fig3, capped)
     bits = figures.FIGURES["kfac-bits"]  # its own cap of 300 steps is its full form
     assert claims.form_note(bits, {"adam": curve(*(run([0.9], max_steps=300) for _ in range(3)))}) == ""
+
+
+def test_updating_some_figures_keeps_the_other_rows(monkeypatch):
+    """``--figures fig7``: fig7's row is recomputed in place, the rows of figures not asked for stay as they were."""
+    previous = "\n".join(claims.HEADER + ["| Fig. 3 | TNGD and Adam both reach about 94% test accuracy | old | **holds** | x |",
+                                          "| Fig. 7 | at t = tau, kappa0 <= 0.01 barely changes training | old | **not run** |  |"])
+    monkeypatch.setattr(claims, "reproduction_rows", lambda args, names: [
+        "| Fig. 7 | at t = tau, kappa0 <= 0.01 barely changes training | new | **holds** | y |"] if names == ["fig7"] else [])
+    table = claims.reproduction_table(None, ["fig7"], previous).splitlines()
+    assert table[:2] == claims.HEADER
+    assert table[2].endswith("| old | **holds** | x |") and table[3].endswith("| new | **holds** | y |")
+    assert len(table) == 4
