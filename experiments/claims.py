@@ -173,12 +173,14 @@ def fig7(c):
         return why, "not run", ""
     losses = {label: c[label].smoothed_final_loss() for label in labels}
     clean = losses["tngd-t1-noiseless"]
-    ours = ", ".join(f"kappa0 = {k}: {spread(losses[f'tngd-t1-kappa{k:g}'])}" for k in ("0.1", "0.01", "0.001")) + \
+    ours = ", ".join(f"kappa0 = {k:g}: {spread(losses[f'tngd-t1-kappa{k:g}'])}" for k in (0.1, 0.01, 0.001)) + \
         f"; noiseless {spread(clean)} (final training loss)"
     band = 2 * max(np.std(clean), 0.01)
-    small_ok = all(abs(np.mean(losses[f"tngd-t1-kappa{k:g}"]) - np.mean(clean)) <= band for k in (0.01, 0.001))
-    return ours, "holds" if small_ok else "does not hold", \
-        "kappa0 <= 0.01 is within two seed spreads of noiseless" if small_ok else "kappa0 <= 0.01 costs more"
+    gaps = {k: np.mean(losses[f"tngd-t1-kappa{k:g}"]) - np.mean(clean) for k in (0.01, 0.001)}
+    within = [k for k, gap in gaps.items() if abs(gap) <= band]
+    verdict = "holds" if len(within) == 2 else "holds in part" if within else "does not hold"
+    return ours, verdict, (f"final training loss above noiseless: kappa0 = 0.01 by {gaps[0.01]:.3f}, kappa0 = 0.001 by "
+                           f"{gaps[0.001]:.3f}, against two seed spreads ({band:.3f})")
 
 
 def kfac_bits(c):

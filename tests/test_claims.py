@@ -78,3 +78,15 @@ def test_updating_some_figures_keeps_the_other_rows(monkeypatch):
     assert table[:2] == claims.HEADER
     assert table[2].endswith("| old | **holds** | x |") and table[3].endswith("| new | **holds** | y |")
     assert len(table) == 4
+
+
+def test_noise_claim_compares_small_kappa0_with_noiseless():
+    flat = lambda loss: curve(*(run([0.9] * 30, losses=[loss] * 30) for _ in range(2)))
+    c = {"tngd-t1-kappa0.1": flat(0.5), "tngd-t1-kappa0.01": flat(0.30), "tngd-t1-kappa0.001": flat(0.29),
+         "tngd-t1-noiseless": flat(0.29)}
+    ours, verdict, _ = claims.fig7(c)
+    assert verdict == "holds" and ours.startswith("kappa0 = 0.1: 0.5")
+    c["tngd-t1-kappa0.01"] = flat(0.4)  # 0.11 above noiseless: beyond two seed spreads (floored at 0.01)
+    assert claims.fig7(c)[1] == "holds in part"
+    c["tngd-t1-kappa0.001"] = flat(0.4)
+    assert claims.fig7(c)[1] == "does not hold"
