@@ -204,11 +204,23 @@ def kfac_bits(c):
 
 
 def fig5(c):
-    if why := _need(c, "adam", "tngd", "tngd-adam"):
+    """Training loss and F1 of Adam and the two TNGDs; a TNGD curve whose Euler-Maruyama runs stopped is read from
+    its exact-law twin (the same device without a time step), as fig3 does, and the row says so."""
+    labels = {}
+    stopped = []
+    for name in ("tngd", "tngd-adam"):
+        exact = f"{name}-exact-law"
+        if c.get(name) and c[name].runs and c[name].stopped() and c.get(exact) and c[exact].runs:
+            labels[name] = exact
+            stopped.append(f"{name} by Euler-Maruyama: {c[name].stopped()[0]}")
+        else:
+            labels[name] = name
+    if why := _need(c, "adam", *labels.values()):
         return why, "not run", ""
-    loss = {k: c[k].smoothed_final_loss(50) for k in ("adam", "tngd", "tngd-adam")}
-    f1 = {k: c[k].final("test_f1") for k in ("adam", "tngd", "tngd-adam")}
-    ours = ", ".join(f"{k}: loss {spread(loss[k])}, F1 {spread(f1[k], '.1f')}" for k in loss)
+    loss = {k: c[labels.get(k, k)].smoothed_final_loss(50) for k in ("adam", "tngd", "tngd-adam")}
+    f1 = {k: c[labels.get(k, k)].final("test_f1") for k in ("adam", "tngd", "tngd-adam")}
+    ours = ", ".join(f"{k}{' (exact law)' if labels.get(k, k) != k else ''}: loss {spread(loss[k])}, F1 "
+                     f"{spread(f1[k], '.1f')}" for k in loss) + "".join(f"; {s}" for s in stopped)
     worse = np.mean(loss["tngd"]) > np.mean(loss["adam"])
     best = np.mean(loss["tngd-adam"]) < min(np.mean(loss["adam"]), np.mean(loss["tngd"]))
     verdict = "holds" if worse and best else "holds in part" if worse or best else "does not hold"

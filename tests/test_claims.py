@@ -90,3 +90,17 @@ def test_noise_claim_compares_small_kappa0_with_noiseless():
     assert claims.fig7(c)[1] == "holds in part"
     c["tngd-t1-kappa0.001"] = flat(0.4)
     assert claims.fig7(c)[1] == "does not hold"
+
+
+def test_qa_claim_reads_a_stopped_euler_curve_from_its_exact_law_twin():
+    def qa(loss, f1, stopped=None):
+        c = curve(run([0.0] * 60, losses=[loss] * 60, stopped=stopped))
+        c.runs[0]["metrics"][-1]["test_f1"] = f1
+        return c
+
+    c = {"adam": qa(1.6, 51.0), "tngd": qa(4.0, 9.0, stopped="failed at step 102: unstable"),
+         "tngd-exact-law": qa(2.0, 40.0), "tngd-adam": qa(4.2, 9.0, stopped="failed at step 20: unstable"),
+         "tngd-adam-exact-law": qa(1.4, 55.0)}
+    ours, verdict, _ = claims.fig5(c)
+    assert verdict == "holds" and "tngd (exact law): loss 2.000" in ours and "F1 55.0" in ours
+    assert "tngd by Euler-Maruyama: failed at step 102" in ours

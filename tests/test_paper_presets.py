@@ -57,6 +57,8 @@ FIG5 = {"adam": ADAM,
         "tngd-adam": {"optimizer.name": "tngd_adam", "optimizer.learning_rate": 1e-3, "optimizer.b1": 0.0,
                       "optimizer.b2": 0.0, "optimizer.eps": 1e-8, "optimizer.damping": 1.0, "optimizer.t": 0.4,
                       "optimizer.method": "diffrax", "optimizer.dt": 0.02, "device.kappa0": 0.0}}
+FIG5["tngd-exact-law"] = {**FIG5["tngd"], "optimizer.method": "auto"}
+FIG5["tngd-adam-exact-law"] = {**FIG5["tngd-adam"], "optimizer.method": "auto"}
 
 
 def resolved(overrides):
