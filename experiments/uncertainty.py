@@ -47,7 +47,7 @@ class Settings:
     """
 
     full_examples: int | None = 500
-    samples: int = 200
+    samples: int = 100
     bootstrap: int = 200
     structures: tuple[str, ...] = kt.LAPLACE_STRUCTURES
 

@@ -206,14 +206,22 @@ def test_device_runs_of_finite_time_have_the_finite_time_covariance(x64):
     check_moments(samples, ravel_pytree(post.mean)[0], cov)
 
 
-def test_device_samples_with_quantized_couplings_follow_the_programmed_precision(x64):
-    """8-bit couplings: the samples' covariance is kappa0 times the inverse of the couplings the chip realises."""
-    post, X = small_posterior()
+@pytest.mark.parametrize("n", [40, 2])  # a dense block, and a Woodbury block whose factor W the chip holds
+def test_device_samples_with_quantized_couplings_follow_the_programmed_precision(x64, n):
+    """4-bit couplings: the samples' covariance is kappa0 times the inverse of the precision the chip realises."""
+    X, Y, params, predict = linear_problem(n=n)
+    post = kt.laplace(predict, params, (X, Y), loss="mse", prior_precision=2.0)
     device = thermox.AnalogDevice(kappa0=1.0, coupling_bits=4)
-    realised = device.program(post.blocks[0].device_drift(2.0)).matrix
+    requested = post.blocks[0].device_drift(2.0)
+    realised = device.program(requested)
+    if n == 2:
+        precision = 2.0 * np.eye(6) + realised.matrix @ realised.matrix.T
+        assert not np.allclose(realised.matrix, requested.matrix)
+    else:
+        precision = realised.matrix
+        assert not np.allclose(precision, requested.matrix)
     samples = ravel_samples(post.sample_on_device(device, jr.PRNGKey(12), 20000, t=10.0, interval=3.0))
-    check_moments(samples, ravel_pytree(post.mean)[0], np.linalg.inv(realised))
-    assert not np.allclose(realised, post.blocks[0].device_drift(2.0).matrix)
+    check_moments(samples, ravel_pytree(post.mean)[0], np.linalg.inv(precision))
 
 
 @pytest.mark.parametrize("structure", ["kfac", "diag"])

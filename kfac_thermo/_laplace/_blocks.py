@@ -132,7 +132,10 @@ class LowRankBlock(PrecisionBlock):
                                     lambda v: W.T @ v, W.shape[0], W, (self.gram_eigenvalues, self.gram_eigenvectors))
 
     def device_drift(self, prior_precision):
-        return thermox.LowRankDrift.from_factor(prior_precision, self.factor)
+        # The factor the chip holds (``device.program`` quantizes it and forms the realised Gram): no Gram here.
+        W = self.factor
+        return thermox.LowRankDrift(jnp.asarray(prior_precision, W.dtype), self.gram, lambda c: W @ c,
+                                    lambda v: W.T @ v, W.shape[0], W)
 
     def couplings(self) -> int:
         return thermox.cost.low_rank_couplings(self.size, self.rank)

@@ -94,7 +94,7 @@ class LaplacePosterior(eqx.Module):
         return self.displacement_to_params(out)
 
     def sample_on_device(self, device: thermox.AnalogDevice, key: PRNGKeyArray, num_samples: int, *,
-                         t: float, interval: float | None = None, method: Any = "auto") -> PyTree:
+                         t: float, interval: float | None = None, method: Any = "exact") -> PyTree:
         r"""Samples the device gives: each block's precision programmed once on ``device`` (its couplings quantized
         and mismatched as the chip realises them), run with ``b = 0`` from the displacement 0 (``theta*``), every
         readout through the ADC. With ``interval`` one chain per block: the first readout after ``t`` tau, then one
@@ -103,7 +103,9 @@ class LaplacePosterior(eqx.Module):
 
         The samples' temperature is the device's ``kappa0`` (set it to :attr:`temperature` for this posterior);
         their covariance approaches ``kappa0 P^-1`` once ``t`` (and ``interval``) are long against the slowest
-        relaxation time ``1 / lambda_min(P)`` (at most ``1 / delta``).
+        relaxation time ``1 / lambda_min(P)`` (at most ``1 / delta``). ``method`` simulates the runs: the exact law
+        (the default: its decomposition is made once for all the samples), or ``thermox.Diffrax(...)`` for a device
+        with rails (``saturation``).
 
         Raises:
             ValueError: a noiseless device (it cannot sample), readout averaging (``num_readouts > 1`` shrinks a
