@@ -247,7 +247,7 @@ class DiagonalDrift(AbstractDrift):
         return self.diagonal * v
 
     def mv(self, x):
-        return (self.diagonal if x.ndim == 1 else self.diagonal[:, None]) * x
+        return self.apply_fn(lambda d: d, x)
 
     def spectrum_bounds(self):
         return jnp.min(self.diagonal), jnp.max(self.diagonal)

@@ -23,8 +23,8 @@ from jaxtyping import Array, PyTree
 
 from .._losses import LossSpec, as_loss
 from .._predict import check_predict_fn
-from ._fit import (STRUCTURES, Structure, batches, diagonal_blocks, flat_layout, full_blocks, kfac_blocks,
-                   last_layer_blocks)
+from ._fit import (STRUCTURES, Structure, batches, diagonal_blocks, flat_layout, full_blocks,
+                   kronecker_blocks, last_layer_blocks)
 from ._posterior import LINKS, LaplacePosterior, _positive
 
 
@@ -101,7 +101,7 @@ def laplace(
     elif structure == "diag":
         blocks, layout = diagonal_blocks(*args), flat_layout(params)
     elif structure == "kfac":
-        blocks, layout = kfac_blocks(*args)
+        blocks, layout = kronecker_blocks(*args)
     else:
         blocks, layout = last_layer_blocks(*args, last_layer)
     log_likelihood = scale * _data_log_likelihood(predict_fn, loss_fn, params, inputs, targets, batch_size)

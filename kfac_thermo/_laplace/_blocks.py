@@ -126,16 +126,17 @@ class LowRankBlock(PrecisionBlock):
     def curvature_eigenvalues(self):
         return self.gram_eigenvalues
 
-    def drift(self, prior_precision):
+    def _low_rank(self, prior_precision, gram_eigen) -> thermox.LowRankDrift:
         W = self.factor
         return thermox.LowRankDrift(jnp.asarray(prior_precision, W.dtype), self.gram, lambda c: W @ c,
-                                    lambda v: W.T @ v, W.shape[0], W, (self.gram_eigenvalues, self.gram_eigenvectors))
+                                    lambda v: W.T @ v, W.shape[0], W, gram_eigen)
+
+    def drift(self, prior_precision):
+        return self._low_rank(prior_precision, (self.gram_eigenvalues, self.gram_eigenvectors))
 
     def device_drift(self, prior_precision):
-        # The factor the chip holds (``device.program`` quantizes it and forms the realised Gram): no Gram here.
-        W = self.factor
-        return thermox.LowRankDrift(jnp.asarray(prior_precision, W.dtype), self.gram, lambda c: W @ c,
-                                    lambda v: W.T @ v, W.shape[0], W)
+        # The factor the chip holds: ``device.program`` quantizes it and decomposes the realised Gram itself.
+        return self._low_rank(prior_precision, None)
 
     def couplings(self) -> int:
         return thermox.cost.low_rank_couplings(self.size, self.rank)
@@ -170,7 +171,9 @@ class KroneckerBlock(PrecisionBlock):
         return eqx.tree_at(lambda d: d.shift, self.factors, jnp.asarray(prior_precision, self.left.dtype))
 
     def curvature_eigenvalues(self):
-        return (self.factors.eigenvalues() - 1.0).reshape(-1)
+        # l_i r_j from the factors' spectra (not the drift's eigenvalues minus its unit shift, which would round the
+        # small ones away)
+        return jnp.outer(self.factors.left_eigen[0], self.factors.right_eigen[0]).reshape(-1)
 
     def couplings(self) -> int:
         return self.size * self.size  # L (x) R is dense: every pair of the p q cells is coupled

@@ -119,7 +119,7 @@ def diagonal_blocks(predict_fn, loss, params, inputs, targets, scale: float, bat
     return [DiagonalBlock(scale * d)]
 
 
-def kfac_blocks(predict_fn, loss, params, inputs, targets, scale: float, batch_size: int):
+def kronecker_blocks(predict_fn, loss, params, inputs, targets, scale: float, batch_size: int):
     """K-FAC's factors over the data (each the example-weighted mean of the batches' ``A`` and ``S``), times the
     number of examples: ``sum_i J_i^T H_i J_i ~ n (S (x) A)`` per layer; the rest leaves' exact GGN diagonal."""
     model = KFACModel(predict_fn, params, inputs, "diagonal")
