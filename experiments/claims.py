@@ -2,7 +2,8 @@ r"""The papers' claims, checked against this project's runs of their figures (``
 
 Each :class:`Claim` names the figure and what the paper states, computes ours from the figure's finished runs
 (means and spreads over seeds), and gives a verdict: "holds", "holds in part" or "does not hold", with the reason
-in one sentence. A claim whose runs are missing says so instead of guessing. ``python scripts/reproduction.py
+in one sentence. The claims of the studies that are not training runs (Fig. 2's timings, the K-FAC width study)
+read the record the study wrote beside its figure (``<out>/<study>.json``, :data:`STUDY_CLAIMS`). A claim whose runs are missing says so instead of guessing. ``python scripts/reproduction.py
 --data-dir ... [--runs ...]`` writes the README's table (``figures/reproduction.md``) after the figures have run.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -44,6 +45,18 @@ class Curve:
         for run in self.runs:
             hit = next((r for r in run["metrics"] if r.get(metric, -np.inf) >= threshold), None)
             out.append(np.inf if hit is None else hit[key])
+        return np.array(out, float)
+
+    def first_smoothed_below(self, target: float, window: int) -> np.ndarray:
+        """Each seed's first step at which its training loss averaged over the last ``window`` steps is at or below
+        ``target`` (inf when it never is)."""
+        out = []
+        for run in self.runs:
+            records = [r for r in run["metrics"] if "train_loss" in r]
+            losses = np.array([r["train_loss"] for r in records])
+            means = np.convolve(losses, np.ones(window) / window, "valid") if len(losses) >= window else []
+            hit = np.flatnonzero(np.asarray(means) <= target)
+            out.append(records[hit[0] + window - 1]["step"] if hit.size else np.inf)
         return np.array(out, float)
 
     def per_step(self, key: str) -> np.ndarray:
@@ -83,7 +96,7 @@ class Claim:
 
     figure: str
     statement: str
-    check: Callable[[dict[str, Curve]], tuple[str, str, str]]  # -> (ours, verdict, reason)
+    check: Callable[[Any], tuple[str, str, str]]  # a figure's curves or a study's record -> (ours, verdict, reason)
 
 
 def _need(curves: dict[str, Curve], *labels: str) -> str | None:
@@ -183,24 +196,51 @@ def fig7(c):
                            f"{gaps[0.001]:.3f}, against two seed spreads ({band:.3f})")
 
 
-def kfac_bits(c):
-    labels = [f"thermo-kfac-{b}bit" for b in figures.BITS]
-    if why := _need(c, "adam", "kfac", "thermo-kfac-ideal", *labels):
-        return why, "not run", ""
-    steps = {label: np.median(c[label].first_reaching(0.9)) for label in ("adam", "kfac", "thermo-kfac-ideal", *labels)}
-    gain = steps["adam"] - steps["kfac"]
+def _bits_labels() -> list[str]:
+    return ["adam", "kfac", "thermo-kfac-ideal", *(f"thermo-kfac-{b}bit" for b in figures.BITS)]
+
+
+def _advantage_kept(score: dict[str, float], what: str, spec: str, never: str) -> tuple[str, str, str]:
+    """The share of digital K-FAC's lead over Adam kept at each bit width, ``(Adam - bits) / (Adam - K-FAC)`` on a
+    ``score`` where lower is better (steps to a target); a width that never scores (inf) keeps none."""
+    gain = score["adam"] - score["kfac"]
     if not np.isfinite(gain) or gain <= 0:
-        return (f"median steps to 90%: Adam {steps['adam']:g}, K-FAC {steps['kfac']:g}", "does not hold",
+        return (f"{what}: Adam {score['adam']:{spec}}, K-FAC {score['kfac']:{spec}}", "does not hold",
                 "digital K-FAC has no advantage over Adam to keep on this task")
-    kept = {b: (steps["adam"] - steps[f"thermo-kfac-{b}bit"]) / gain for b in figures.BITS}
-    ours = (f"median steps to 90%: Adam {steps['adam']:g}, K-FAC {steps['kfac']:g}, ideal device "
-            f"{steps['thermo-kfac-ideal']:g}; advantage kept: "
-            + ", ".join(f"{b} bits {100 * k:.0f}%" if np.isfinite(k) else f"{b} bits none (never reaches 90%)"
+    kept = {b: (score["adam"] - score[f"thermo-kfac-{b}bit"]) / gain for b in figures.BITS}
+    ours = (f"{what}: Adam {score['adam']:{spec}}, K-FAC {score['kfac']:{spec}}, ideal device "
+            f"{score['thermo-kfac-ideal']:{spec}}; advantage kept: "
+            + ", ".join(f"{b} bits {100 * k:.0f}%" if np.isfinite(k) else f"{b} bits none ({never})"
                         for b, k in kept.items()))
     enough = [b for b, k in kept.items() if k >= 0.5]
     verdict = "holds" if 8 in enough else "holds in part" if enough else "does not hold"
     return ours, verdict, (f"at {min(enough)} bits and more at least half the advantage is kept" if enough
                            else "every tested bit width loses more than half the advantage")
+
+
+def kfac_bits(c):
+    """MNIST: median steps to 90% test accuracy."""
+    if why := _need(c, *_bits_labels()):
+        return why, "not run", ""
+    steps = {label: np.median(c[label].first_reaching(0.9)) for label in _bits_labels()}
+    return _advantage_kept(steps, "median steps to 90%", "g", "never reaches 90%")
+
+
+def kfac_bits_qa(c):
+    """QA: steps until the 50-step average training loss reaches Adam's final one (mean over seeds), and F1."""
+    if why := _need(c, *_bits_labels()):
+        return why, "not run", ""
+    target = float(np.mean(c["adam"].smoothed_final_loss(QA_WINDOW)))
+    steps = {label: np.median(c[label].first_smoothed_below(target, QA_WINDOW)) for label in _bits_labels()}
+    ours, verdict, reason = _advantage_kept(steps, f"median steps to Adam's final training loss {target:.3f} "
+                                            f"({QA_WINDOW}-step average)", "g", "never gets there")
+    f1 = ", ".join(f"{label} {f:.1f}" if np.isfinite(f := np.mean(c[label].final("test_f1"))) else f"{label} none"
+                   for label in _bits_labels())
+    stops = sorted({why for label in _bits_labels() for why in c[label].stopped()})
+    return ours + f"; test F1: {f1}" + "".join(f"; stopped: {why}" for why in stops[:1]), verdict, reason
+
+
+QA_WINDOW = 50
 
 
 def fig5(c):
@@ -228,6 +268,58 @@ def fig5(c):
         " and TNGD-Adam's below both" if best else ", but TNGD-Adam is not the lowest")
 
 
+SECOND_ORDER = {"ngd": "dense NGD", "ngd_cg": "NGD-CG", "ngd_woodbury": "NGD-Woodbury"}
+ABOUT_100X = 100 / 3  # "about 100x": within a factor of 3
+
+
+def fig2(record: dict | None):
+    """Fig. 2's record (``figures.make_fig2``): each measured second-order method's time per iteration over TNGD's
+    in the paper's accounting (the passes as measured, the device as estimated), at every width."""
+    if record is None:
+        return "fig2.json missing (python scripts/figures.py fig2)", "not run", ""
+    speedups, parts = [], []
+    for row in record["rows"]:
+        o = row["optimizers"]
+        tngd = o["tngd"]["paper_time_s"]
+        ratios = {m: o[m]["wall_s"]["median_s"] / tngd for m in SECOND_ORDER if m in o}
+        speedups += [(v, SECOND_ORDER[m], row["n_params"]) for m, v in ratios.items()]
+        parts.append(f"N = {row['n_params']:,}: " + ", ".join(f"{SECOND_ORDER[m]} {v:.3g}x" for m, v in ratios.items()))
+    ours = ("time per iteration over TNGD's (paper accounting; median of " f"{record['setting']['repeats']} timings): "
+            + "; ".join(parts) + (" [quick form]" if record.get("quick") else ""))
+    low, high = min(speedups), max(speedups)
+    verdict = ("holds" if low[0] >= ABOUT_100X else "holds in part" if high[0] >= ABOUT_100X else "does not hold")
+    if verdict == "holds":
+        return ours, verdict, f"every measured method is at least {low[0]:.2g}x slower than TNGD"
+    far = sorted({name for v, name, _ in speedups if v >= ABOUT_100X})
+    return ours, verdict, (f"{low[1]} at N = {low[2]:,} takes {low[0]:.2g}x TNGD's time" + (
+        f"; only {', '.join(far)} is 33x or more slower" if far else "; no method is 33x slower"))
+
+
+def kfac_width(record: dict | None):
+    """The width study's record (``experiments.kfac_width``): per platform the advantage ``a(n)`` = digital over
+    thermodynamic modeled time per K-FAC step of a layer; it grows when the least-squares exponent p of
+    ``a ~ n^p`` is positive and ``a`` ends above where it starts."""
+    if record is None:
+        return "kfac-width.json missing (python scripts/figures.py kfac-width --data-dir ...)", "not run", ""
+    rows = record["rows"]
+    n = np.array([r["n"] for r in rows])
+    parts, grows = [], []
+    for spec in record["platforms"]:
+        a = np.array([r[f"digital {spec}"] / r[f"thermodynamic {spec}"] for r in rows])
+        p = np.polyfit(np.log(n), np.log(a), 1)[0]
+        grows.append(bool(p > 0 and a[-1] > a[0]))
+        parts.append(f"{spec}: digital / device time {a[0]:.2g} at n = {n[0]:g} to {a[-1]:.2g} at n = {n[-1]:g} "
+                     f"(a ~ n^{p:.2f})")
+    kappa = f"kappa(A) {rows[0]['kappa_A']:.3g} to {rows[-1]['kappa_A']:.3g}"
+    ours = "; ".join(parts) + f"; {kappa}" + (" [quick form]" if record.get("quick") else "")
+    verdict = "holds" if all(grows) else "holds in part" if any(grows) else "does not hold"
+    grown = [spec for spec, g in zip(record["platforms"], grows) if g]
+    return ours, verdict, (f"the advantage grows with n on {', '.join(grown)}" if grown else
+                           "the advantage does not grow with n on any platform") + (
+        f", not on {', '.join(s for s, g in zip(record['platforms'], grows) if not g)}" if verdict == "holds in part"
+        else "")
+
+
 CLAIMS = {
     "fig3": [Claim("Fig. 3", "TNGD and Adam both reach about 94% test accuracy", fig3_accuracy),
              Claim("Fig. 3", "the paper's simulation (Euler-Maruyama, dt = 0.1 tau) of TNGD at t = 50 tau",
@@ -240,9 +332,26 @@ CLAIMS = {
     "fig7": [Claim("Fig. 7", "at t = tau, kappa0 <= 0.01 barely changes training", fig7)],
     "kfac-bits": [Claim("thermodynamic K-FAC paper", "quantized thermodynamic K-FAC keeps most of K-FAC's "
                         "advantage over Adam (MNIST)", kfac_bits)],
+    "kfac-bits-qa": [Claim("thermodynamic K-FAC paper", "quantized thermodynamic K-FAC keeps most of K-FAC's "
+                           "advantage over Adam (QA LoRA)", kfac_bits_qa)],
     "fig5": [Claim("Fig. 5", "QA fine-tuning: plain TNGD trains worse than Adam, TNGD-Adam best (training loss)",
                    fig5)],
 }
+
+
+STUDY_CLAIMS = {
+    "fig2": [Claim("Fig. 2", "TNGD about 100x faster per iteration than the other second-order methods (CNN widened, "
+                   "b = 32, dz = 20, c = 200; digital measured, TNGD estimated)", fig2)],
+    "kfac-width": [Claim("thermodynamic K-FAC paper", "the advantage over digital K-FAC grows with the layer width n "
+                         "(modeled time per K-FAC step, real factors' condition numbers)", kfac_width)],
+}
+
+
+def study_record(name: str, args) -> dict | None:
+    """A study's record, ``<out>/<name>.json`` as ``figures.STUDIES[name]`` wrote it (the MNIST form of kfac-width
+    with ``--data-dir``, its digits check without), or None when it has not run."""
+    path = os.path.join(args.out, name + ("" if name == "fig2" or args.data_dir else "-digits") + ".json")
+    return rundir.read_json(path) if os.path.exists(path) else None
 
 
 def form_note(figure: figures.Figure, curves: dict[str, Curve]) -> str:
@@ -262,17 +371,22 @@ def form_note(figure: figures.Figure, curves: dict[str, Curve]) -> str:
 
 
 def reproduction_rows(args, names: list[str] | None = None) -> list[str]:
-    """The table's rows for the figures ``names`` (all of :data:`CLAIMS` when None; fig5 only with --data-path)."""
-    rows = []
+    """The table's rows for the figures and studies ``names`` (all of :data:`CLAIMS` and :data:`STUDY_CLAIMS` when
+    None; the QA figures only with --data-path)."""
+    checked = []  # (claim, what its check reads, the note on the runs' form)
     for name, claims in CLAIMS.items():
-        if (names is not None and name not in names) or (figures.FIGURES[name].task == "squad" and not args.data_path):
+        figure = figures.FIGURES[name]
+        if (names is not None and name not in names) or (figure.task == "squad" and not args.data_path):
             continue
-        curves = load(figures.FIGURES[name], args)
-        note = form_note(figures.FIGURES[name], curves)
-        for claim in claims:
-            ours, verdict, reason = claim.check(curves)
-            ours += note
-            rows.append(f"| {claim.figure} | {claim.statement} | {ours} | **{verdict}** | {reason} |")
+        curves = load(figure, args)
+        checked += [(claim, curves, form_note(figure, curves)) for claim in claims]
+    for name, claims in STUDY_CLAIMS.items():
+        if names is None or name in names:
+            checked += [(claim, study_record(name, args), "") for claim in claims]
+    rows = []
+    for claim, evidence, note in checked:
+        ours, verdict, reason = claim.check(evidence)
+        rows.append(f"| {claim.figure} | {claim.statement} | {ours}{note} | **{verdict}** | {reason} |")
     return rows
 
 
@@ -302,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default="runs/figures", help="where the figures' run directories are")
     parser.add_argument("--out", default="figures", help="where reproduction.md goes")
     parser.add_argument("--quick", action="store_true", help="the figures' --quick runs")
-    parser.add_argument("--figures", nargs="+", choices=list(CLAIMS),
+    parser.add_argument("--figures", nargs="+", choices=[*CLAIMS, *STUDY_CLAIMS],
                         help="update only these figures' rows of the existing <out>/reproduction.md (the other rows "
                              "stay as earlier runs made them)")
     args = parser.parse_args(argv)

@@ -13,7 +13,8 @@ n outputs) are then handed to the two block solvers, whose work records are pric
   from the measured condition number; O(n^2 kappa) in all, with ``kappa`` of the real factors, not an assumed one).
 
 A step's modeled time is the refresh amortised over the refresh period plus the per-step work (the statistics,
-the same for both, left out). Writes ``<out>/kfac-width.png`` and ``.md``.
+the same for both, left out). Writes ``<out>/kfac-width.png``, ``.md`` and ``.json`` (the rows, read by the
+reproduction table's row of this claim, ``experiments.claims``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import optax
 import kfac_thermo
 import thermox
 
-from . import hardware
+from . import hardware, rundir
 from .data import load_digits, load_mnist
 from .models import split_model
 
@@ -155,6 +156,8 @@ def make(out_stem: str, data_dir: str | None, quick: bool) -> str:
             f"refresh is amortised over {PERIOD} steps; the statistics (the same for both) are left out."
             + (" [quick form]" if quick else ""))
     text = markdown(rows, note)
+    rundir.write_json(out_stem + ".json", {"rows": [{k: float(v) for k, v in r.items()} for r in rows],
+                                           "platforms": list(PLATFORMS), "quick": quick})
     with open(out_stem + ".md", "w") as f:
         f.write("# Thermodynamic K-FAC against digital K-FAC, per layer, against its width n\n\n" + text)
     plot(rows, out_stem + ".png")

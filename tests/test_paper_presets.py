@@ -43,7 +43,17 @@ TABLES["baselines"] = {
     "kfac": {"optimizer.name": "kfac", "optimizer.curvature_period": 10, "optimizer.inverse_period": 10, **CAPPED},
     "tngd-exact-law": {**EXACT, **CAPPED},
 }
-SEEDS = {"fig3": 5, "fig4a": 5, "fig4b": 5, "fig7": 5, "fig5": 1, "baselines": 3}
+# The thermodynamic K-FAC paper's quantization claim: K-FAC refreshed every 10 steps, the device at thermal noise
+# 1e-6 with ideal converters or b-bit converters and couplings, b in {4, 6, 8, 12, 16}; 300 steps.
+KFAC = {"optimizer.name": "kfac", "optimizer.learning_rate": 0.01, "optimizer.curvature_period": 10,
+        "optimizer.inverse_period": 10}
+THERMO_KFAC = {**KFAC, "optimizer.name": "thermo_kfac", "device.kappa0": 1e-6, "device.dac_bits": None,
+               "device.adc_bits": None, "device.coupling_bits": None}
+BITS = {"adam": ADAM, "kfac": KFAC, "thermo-kfac-ideal": THERMO_KFAC,
+        **{f"thermo-kfac-{b}bit": {**THERMO_KFAC, "device.dac_bits": b, "device.adc_bits": b, "device.coupling_bits": b}
+           for b in (4, 6, 8, 12, 16)}}
+TABLES["kfac-bits"] = {label: {**row, **CAPPED} for label, row in BITS.items()}
+SEEDS = {"fig3": 5, "fig4a": 5, "fig4b": 5, "fig7": 5, "fig5": 1, "baselines": 3, "kfac-bits": 3, "kfac-bits-qa": 1}
 
 # Fig. 5 (QA, LoRA r = 2, alpha = 32, dropout 0.1): TNGD lr 0.01, t = 0.4 tau, lambda = 1; TNGD-Adam lr 1e-3,
 # beta1 = beta2 = 0, eps 1e-8, lambda = 1, t = 0.4 tau, Euler step 0.02 tau; Adam lr 1e-3. Our task size (the
@@ -86,6 +96,11 @@ def test_mnist_figure_presets(name):
 
 def test_qa_figure_presets():
     check("fig5", SQUAD, FIG5, QA_TASK)
+
+
+def test_qa_kfac_bits_presets():
+    """The quantization claim on Fig. 5's task: the same curves as on MNIST, one seed of 300 steps."""
+    check("kfac-bits-qa", SQUAD, {label: {**row, **CAPPED} for label, row in BITS.items()}, QA_TASK)
 
 
 def test_euler_maruyama_is_the_simulation_the_presets_ask_for():
