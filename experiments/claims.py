@@ -3,8 +3,9 @@ r"""The papers' claims, checked against this project's runs of their figures (``
 Each :class:`Claim` names the figure and what the paper states, computes ours from the figure's finished runs
 (means and spreads over seeds), and gives a verdict: "holds", "holds in part" or "does not hold", with the reason
 in one sentence. The claims of the studies that are not training runs (Fig. 2's timings, the K-FAC width study)
-read the record the study wrote beside its figure (``<out>/<study>.json``, :data:`STUDY_CLAIMS`). A claim whose runs are missing says so instead of guessing. ``python scripts/reproduction.py
---data-dir ... [--runs ...]`` writes the README's table (``figures/reproduction.md``) after the figures have run.
+read the record the study wrote beside its figure (``<out>/<study>.json``, :data:`STUDY_CLAIMS`). A claim whose
+runs are missing says so instead of guessing. ``python scripts/reproduction.py --data-dir ... [--runs ...]`` writes
+the README's table (``figures/reproduction.md``) after the figures have run.
 """
 
 from __future__ import annotations
@@ -226,6 +227,9 @@ def kfac_bits(c):
     return _advantage_kept(steps, "median steps to 90%", "g", "never reaches 90%")
 
 
+QA_WINDOW = 50  # steps of the training-loss average on the QA task (its figures' smoothing)
+
+
 def kfac_bits_qa(c):
     """QA: steps until the 50-step average training loss reaches Adam's final one (mean over seeds), and F1."""
     if why := _need(c, *_bits_labels()):
@@ -238,9 +242,6 @@ def kfac_bits_qa(c):
                    for label in _bits_labels())
     stops = sorted({why for label in _bits_labels() for why in c[label].stopped()})
     return ours + f"; test F1: {f1}" + "".join(f"; stopped: {why}" for why in stops[:1]), verdict, reason
-
-
-QA_WINDOW = 50
 
 
 def fig5(c):
@@ -284,7 +285,7 @@ def fig2(record: dict | None):
         ratios = {m: o[m]["wall_s"]["median_s"] / tngd for m in SECOND_ORDER if m in o}
         speedups += [(v, SECOND_ORDER[m], row["n_params"]) for m, v in ratios.items()]
         parts.append(f"N = {row['n_params']:,}: " + ", ".join(f"{SECOND_ORDER[m]} {v:.3g}x" for m, v in ratios.items()))
-    ours = ("time per iteration over TNGD's (paper accounting; median of " f"{record['setting']['repeats']} timings): "
+    ours = (f"time per iteration over TNGD's (paper accounting; median of {record['setting']['repeats']} timings): "
             + "; ".join(parts) + (" [quick form]" if record.get("quick") else ""))
     low, high = min(speedups), max(speedups)
     verdict = ("holds" if low[0] >= ABOUT_100X else "holds in part" if high[0] >= ABOUT_100X else "does not hold")
