@@ -71,13 +71,12 @@ class Curve:
 def load(figure: figures.Figure, args) -> dict[str, Curve]:
     """The figure's curves as run (only runs with a summary; none when a figure has not run)."""
     curves: dict[str, Curve] = {}
+    cap = figures.step_cap(figure, args)
     for curve, _, job in figures.figure_jobs(figure, args):
         run_dir = str(figures.run_directory(args.runs, job))
-        summary_path = os.path.join(run_dir, rundir.SUMMARY)
         entry = curves.setdefault(curve.label, Curve(curve.legend, []))
-        if os.path.exists(summary_path):
-            entry.runs.append({"summary": rundir.read_json(summary_path), "metrics": rundir.read_metrics(run_dir),
-                               "stopped": figures.stopped_early(run_dir)})
+        if os.path.exists(os.path.join(run_dir, rundir.SUMMARY)):
+            entry.runs.append({**rundir.read_run(run_dir, cap), "stopped": figures.stopped_early(run_dir, cap)})
     return curves
 
 

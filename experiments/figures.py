@@ -209,6 +209,10 @@ def run_once(overrides: list[str], run_dir: pathlib.Path) -> None:
     cfg = compose_config(overrides)
     if rundir.finished(str(run_dir), cfg):
         return
+    if rundir.covers(str(run_dir), cfg):
+        print(f"note: {run_dir} holds a longer run of the same config; its first {cfg.run.max_steps} steps are read",
+              flush=True)
+        return
     if (why := failed_before(run_dir, cfg)) is not None:
         print(f"note: {run_dir} failed before ({why}); kept as it is (delete the directory to run it again)",
               flush=True)
@@ -238,12 +242,12 @@ def failed_before(run_dir: pathlib.Path, cfg) -> str | None:
     return f"step {failed['step']}: {failed['error'].splitlines()[0]}"
 
 
-def stopped_early(run_dir: str) -> str | None:
-    """Why a run stopped before its planned steps (divergence or failure, from its summary), or None."""
-    path = os.path.join(run_dir, rundir.SUMMARY)
-    if not os.path.exists(path):
+def stopped_early(run_dir: str, last_step: int | None = None) -> str | None:
+    """Why a run (read to ``last_step``: :func:`experiments.rundir.read_run`) stopped before its planned steps
+    (divergence or failure, from its summary), or None."""
+    if not os.path.exists(os.path.join(run_dir, rundir.SUMMARY)):
         return "no summary (the run failed before its first step)"
-    summary = rundir.read_json(path)
+    summary = rundir.read_run(run_dir, last_step)["summary"]
     if summary.get("failed"):
         return f"failed at step {summary['failed']['step']}: {summary['failed']['error']}"
     if summary.get("diverged") and summary["steps"] < summary["planned_steps"]:
@@ -251,11 +255,17 @@ def stopped_early(run_dir: str) -> str | None:
     return None
 
 
+def step_cap(figure: Figure, args) -> int | None:
+    """The steps every run of ``figure`` takes (``--max-steps``, its ``--quick`` cap, or its own), None for the
+    task's epochs. A longer run of the same config is read to this step (:func:`experiments.rundir.read_run`)."""
+    return args.max_steps or (figure.quick_max_steps if args.quick else figure.max_steps)
+
+
 def figure_jobs(figure: Figure, args) -> list[tuple[Curve, int, list[str]]]:
     """``(curve, seed, overrides)`` of every run of ``figure`` (``--quick``: fewer seeds and steps)."""
     task = task_overrides(figure, args)
     common = task + ["run.progress=false", "run.plots=false"]
-    max_steps = args.max_steps or (figure.quick_max_steps if args.quick else figure.max_steps)
+    max_steps = step_cap(figure, args)
     if max_steps:
         common.append(f"run.max_steps={max_steps}")
     seeds = args.seeds or (figure.quick_seeds if args.quick else figure.seeds)
@@ -275,10 +285,11 @@ def make_figure(figure: Figure, args) -> str:
     out = output_stem(args.out, figure.name, task_overrides(figure, args))
     title = figure.paper + (" [quick form]" if args.quick else "")
     kept = [(d, label) for d, label in zip(run_dirs, labels) if os.path.exists(os.path.join(d, rundir.SUMMARY))]
+    cap = step_cap(figure, args)
     markdown = compare([d for d, _ in kept], out, labels=[label for _, label in kept], title=title,
-                       smooth=figure.smooth)
+                       smooth=figure.smooth, last_step=cap)
     stops = [f"- {label}, {os.path.basename(d)}: {why}" for d, label in zip(run_dirs, labels)
-             if (why := stopped_early(d))]
+             if (why := stopped_early(d, cap))]
     with open(out + ".md", "a") as f:
         if stops:
             f.write("\nRuns that stopped early (their curves end there):\n" + "\n".join(stops) + "\n")

@@ -28,7 +28,6 @@ import numpy as np
 import optax
 
 import kfac_thermo
-import thermox
 
 from . import hardware, rundir
 from .data import load_digits, load_mnist

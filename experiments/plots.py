@@ -15,14 +15,13 @@ evaluation at step 0. :func:`plot_run` draws one run directory's ``plots.png``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 from collections import defaultdict
 
 import numpy as np
 
-from .rundir import read_metrics
+from .rundir import read_run
 
 
 def group_label(run_dir: str) -> str:
@@ -34,13 +33,12 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
-def load_groups(run_dirs: list[str], labels: list[str] | None) -> dict[str, list[dict]]:
+def load_groups(run_dirs: list[str], labels: list[str] | None, last_step: int | None = None
+                ) -> dict[str, list[dict]]:
+    """The runs grouped by label (seeds of one curve together), each read to ``last_step`` (``read_run``)."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for i, run_dir in enumerate(run_dirs):
-        with open(os.path.join(run_dir, "summary.json")) as f:
-            summary = json.load(f)
-        label = labels[i] if labels else group_label(run_dir)
-        groups[label].append({"summary": summary, "metrics": read_metrics(run_dir)})
+        groups[labels[i] if labels else group_label(run_dir)].append(read_run(run_dir, last_step))
     return groups
 
 
@@ -144,9 +142,10 @@ def plot_run(run_dir: str, smooth: int = 1) -> str:
 
 
 def compare(run_dirs: list[str], out: str, *, labels: list[str] | None = None, smooth: int = 20,
-            title: str = "") -> str:
-    """Write ``out.png`` and ``out.md`` for ``run_dirs``; returns the markdown table."""
-    groups = load_groups(run_dirs, labels)
+            title: str = "", last_step: int | None = None) -> str:
+    """Write ``out.png`` and ``out.md`` for ``run_dirs`` (each read to ``last_step``, when given); returns the
+    markdown table."""
+    groups = load_groups(run_dirs, labels, last_step)
     markdown = table(groups)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     import matplotlib.pyplot as plt

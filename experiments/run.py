@@ -20,7 +20,7 @@ import os
 import hydra
 import jax
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from kfac_thermo import data_mesh

@@ -186,17 +186,56 @@ def open_run(run_dir: str, cfg: DictConfig, *, writer: bool = True) -> Iterator[
         _release_lock(lock)
 
 
+def _same_control(summary: dict, cfg: DictConfig, but: tuple[str, ...] = ()) -> bool:
+    # a run-control field newer than the run (absent from its summary) cannot have changed its results
+    stored = summary.get("run_control") or {}
+    return all(stored.get(key, value) == value for key, value in identity.run_control(cfg).items() if key not in but)
+
+
+def _done(summary: dict) -> bool:
+    """All planned steps taken, or stopped on divergence."""
+    return summary["steps"] == summary["planned_steps"] or (summary.get("diverged") or {}).get("action") == "stop"
+
+
+def covers(run_dir: str, cfg: DictConfig) -> bool:
+    """Whether ``run_dir`` holds a finished run of ``cfg``'s identity at least ``cfg.run.max_steps`` long, with the
+    same other run-control settings: its first ``max_steps`` steps are ``cfg``'s run (no schedule depends on the
+    planned steps, and a resumed run logs what an uninterrupted one does), read by :func:`read_run`."""
+    config, summary_path = os.path.join(run_dir, CONFIG), os.path.join(run_dir, SUMMARY)
+    max_steps = OmegaConf.select(cfg, "run.max_steps")
+    if max_steps is None or not (os.path.exists(config) and os.path.exists(summary_path)):
+        return False
+    summary = read_json(summary_path)
+    return (not identity.changed_keys(OmegaConf.load(config), cfg) and _same_control(summary, cfg, ("run.max_steps",))
+            and _done(summary) and summary["steps"] >= max_steps)
+
+
+def read_run(run_dir: str, last_step: int | None = None) -> dict:
+    """``{"summary", "metrics"}`` of ``run_dir``; with ``last_step``, the run as it stood at that step: the records
+    after it dropped and the summary's record-derived fields (steps, final and best test metric, final training
+    loss, the cumulative times and accounts) taken from the kept records, a divergence or failure after it
+    forgotten. A figure capped at ``last_step`` reads a longer run of the same identity this way (:func:`covers`)."""
+    summary, metrics = read_json(os.path.join(run_dir, SUMMARY)), read_metrics(run_dir)
+    if last_step is None or summary["steps"] <= last_step:
+        return {"summary": summary, "metrics": metrics}
+    metrics = [r for r in metrics if r["step"] <= last_step]
+    last, metric = metrics[-1], summary["metric"]
+    evals = [r for r in metrics if metric in r]
+    summary = {**summary, **{key: last[key] for key in summary if key in last},
+               "steps": last["step"], "planned_steps": last_step, "final_train_loss": last.get("train_loss"),
+               "final": {k: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("test_")},
+               f"best_{metric}": max((r[metric] for r in evals), default=None), "read_to_step": last_step}
+    for event in ("diverged", "failed"):
+        if (summary.get(event) or {}).get("step", 0) > last_step:
+            summary[event] = None
+    return {"summary": summary, "metrics": metrics}
+
+
 def finished(run_dir: str, cfg: DictConfig) -> bool:
     """Whether ``run_dir`` holds a finished run of ``cfg``: the same identity, last run with the same run-control
     settings, and all its planned steps taken (or stopped on divergence)."""
     config, summary_path = os.path.join(run_dir, CONFIG), os.path.join(run_dir, SUMMARY)
     if not (os.path.exists(config) and os.path.exists(summary_path)):
         return False
-    with open(summary_path) as f:
-        summary = json.load(f)
-    stopped = (summary.get("diverged") or {}).get("action") == "stop"
-    # a run-control field newer than the run (absent from its summary) cannot have changed its results
-    stored = summary.get("run_control") or {}
-    same_control = all(stored.get(key, value) == value for key, value in identity.run_control(cfg).items())
-    return (not identity.changed_keys(OmegaConf.load(config), cfg) and same_control
-            and (summary["steps"] == summary["planned_steps"] or stopped))
+    summary = read_json(summary_path)
+    return not identity.changed_keys(OmegaConf.load(config), cfg) and _same_control(summary, cfg) and _done(summary)

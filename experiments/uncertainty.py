@@ -15,7 +15,6 @@ the test images with their pixels shuffled) by the predictive confidence (AUROC)
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 
 import equinox as eqx

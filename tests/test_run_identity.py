@@ -113,6 +113,24 @@ def test_extending_max_steps_resumes_and_the_summary_says_so(tmp_path):
         run(make_config(*ADAM, "run.max_steps=2"), str(tmp_path))
 
 
+def test_a_longer_run_read_to_a_step_is_the_shorter_run(tmp_path):
+    """A figure capped at 6 steps reads the first 6 of a 12-step run of the same config (``rundir.covers`` and
+    ``read_run``): the same records and summary as a 6-step run, apart from what this machine measured."""
+    short, long = str(tmp_path / "short"), str(tmp_path / "long")
+    ran = run(make_config(*ADAM, "run.eval_every=3", "run.max_steps=6"), short)
+    run(make_config(*ADAM, "run.eval_every=3", "run.max_steps=12"), long)
+    cfg = make_config(*ADAM, "run.eval_every=3", "run.max_steps=6")
+    assert rundir.covers(long, cfg) and not rundir.finished(long, cfg)
+    assert not rundir.covers(long, make_config(*ADAM, "run.eval_every=3", "run.max_steps=13"))
+    assert not rundir.covers(long, make_config(*ADAM, "run.eval_every=3", "run.max_steps=6", "run.on_divergence=warn"))
+    read = rundir.read_run(long, 6)
+    assert without_measured(read["metrics"]) == without_measured(rundir.read_metrics(short))
+    measured = ("wall_time_s", "paper_time_s", "paper_energy_j", "run_control", "extended", "read_to_step")
+    same = lambda summary: {k: v for k, v in summary.items() if k not in measured}
+    assert same(read["summary"]) == same(ran) and read["summary"]["read_to_step"] == 6
+    assert rundir.read_run(long, 100)["summary"] == rundir.read_json(os.path.join(long, rundir.SUMMARY))
+
+
 def test_a_multirun_over_two_learning_rates_gives_two_directories(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "experiments.run", "-m", "optimizer=adam", "optimizer.learning_rate=0.001,0.002",

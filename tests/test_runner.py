@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from experiments import rundir
 from experiments.data import load_mnist, read_idx

@@ -23,7 +23,6 @@ the last ShARK error ratio being 4.02 = 2^2.0: order 2 asymptotically, as predic
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import diffrax
 import thermox

@@ -7,7 +7,6 @@ paper's QA setting, the defaults) Adam's first and second moments are the readou
 is ``-lr g~ / (|g~| + eps)``: a sign-like normalization of the TNGD direction.
 """
 
-import jax
 import numpy as np
 import optax
 

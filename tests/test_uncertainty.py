@@ -1,6 +1,5 @@
 """The posterior study's scores against hand computations, and the study end to end on a short digits run."""
 
-import dataclasses
 
 import numpy as np
 import pytest

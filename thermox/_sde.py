@@ -16,7 +16,6 @@ import math
 from collections.abc import Callable
 
 import diffrax
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray

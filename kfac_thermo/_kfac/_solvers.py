@@ -15,12 +15,12 @@ reference; :class:`ThermoKronecker` sends the factored-damping systems to the si
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 import thermox
 from thermox import eigh, spd_inverse, spd_inverse_flops
