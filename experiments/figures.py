@@ -131,8 +131,8 @@ FIGURES = {figure.name: figure for figure in (
                           f"device.coupling_bits={b}", *KFAC_PERIODS) for b in BITS),
            seeds=3, max_steps=300, quick_max_steps=100,
            note=MNIST_SPLIT + " The paper's workloads (ViT on ImageNet, a GNN) are out of reach here; factors and "
-                              "device refreshed every 10 steps; thermal noise 1e-6; 300 steps (Adam reaches 90% in "
-                              "about 220, K-FAC in about 50; a K-FAC step costs ~0.7 s here)."),
+                              "device refreshed every 10 steps; thermal noise 1e-6; 300 steps (enough for Adam to reach "
+                              "90%; a thermodynamic K-FAC step costs about 1 s here)."),
     Figure("kfac-bits-qa", "Thermodynamic K-FAC paper (arXiv 2502.08603): quantized thermodynamic K-FAC keeps most "
            "of K-FAC's advantage over Adam (the QA LoRA task)", "squad",
            (ADAM, _curve("kfac", "digital K-FAC (lr 0.01)", "optimizer=kfac", *KFAC_PERIODS),
