@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import figures, rundir
+from .plots import moving_average
 
 
 @dataclasses.dataclass
@@ -54,9 +55,10 @@ class Curve:
         out = []
         for run in self.runs:
             records = [r for r in run["metrics"] if "train_loss" in r]
-            losses = np.array([r["train_loss"] for r in records])
-            means = np.convolve(losses, np.ones(window) / window, "valid") if len(losses) >= window else []
-            hit = np.flatnonzero(np.asarray(means) <= target)
+            if len(records) < window:  # too short for one average (moving_average would shrink its window)
+                out.append(np.inf)
+                continue
+            hit = np.flatnonzero(moving_average(np.array([r["train_loss"] for r in records]), window) <= target)
             out.append(records[hit[0] + window - 1]["step"] if hit.size else np.inf)
         return np.array(out, float)
 
@@ -76,7 +78,8 @@ def load(figure: figures.Figure, args) -> dict[str, Curve]:
         run_dir = str(figures.run_directory(args.runs, job))
         entry = curves.setdefault(curve.label, Curve(curve.legend, []))
         if os.path.exists(os.path.join(run_dir, rundir.SUMMARY)):
-            entry.runs.append({**rundir.read_run(run_dir, cap), "stopped": figures.stopped_early(run_dir, cap)})
+            run = rundir.read_run(run_dir, cap)
+            entry.runs.append({**run, "stopped": figures.stop_reason(run["summary"])})
     return curves
 
 
@@ -197,7 +200,7 @@ def fig7(c):
 
 
 def _bits_labels() -> list[str]:
-    return ["adam", "kfac", "thermo-kfac-ideal", *(f"thermo-kfac-{b}bit" for b in figures.BITS)]
+    return [curve.label for curve in figures.BITS_CURVES]
 
 
 def _advantage_kept(score: dict[str, float], what: str, spec: str, never: str) -> tuple[str, str, str]:
@@ -313,11 +316,9 @@ def kfac_width(record: dict | None):
     kappa = f"kappa(A) {rows[0]['kappa_A']:.3g} to {rows[-1]['kappa_A']:.3g}"
     ours = "; ".join(parts) + f"; {kappa}" + (" [quick form]" if record.get("quick") else "")
     verdict = "holds" if all(grows) else "holds in part" if any(grows) else "does not hold"
-    grown = [spec for spec, g in zip(record["platforms"], grows) if g]
-    return ours, verdict, (f"the advantage grows with n on {', '.join(grown)}" if grown else
-                           "the advantage does not grow with n on any platform") + (
-        f", not on {', '.join(s for s, g in zip(record['platforms'], grows) if not g)}" if verdict == "holds in part"
-        else "")
+    grown = ", ".join(spec for spec, g in zip(record["platforms"], grows) if g) or "no platform"
+    flat = ", ".join(spec for spec, g in zip(record["platforms"], grows) if not g)
+    return ours, verdict, f"the advantage grows with n on {grown}" + (f", not on {flat}" if any(grows) and flat else "")
 
 
 CLAIMS = {

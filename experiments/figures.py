@@ -92,6 +92,14 @@ EULER_UNSTABLE = (" The paper's Euler-Maruyama at dt = 0.1 tau is unstable on th
                   "device, which has no step to be unstable.")
 KFAC_PERIODS = ("optimizer.curvature_period=10", "optimizer.inverse_period=10")
 BITS = (4, 6, 8, 12, 16)
+# The thermodynamic K-FAC paper's quantization claim (MNIST and QA): Adam, digital K-FAC, the device with ideal
+# converters and with b-bit converters and couplings, all refreshed every 10 steps.
+BITS_CURVES = (ADAM, _curve("kfac", "digital K-FAC (lr 0.01)", "optimizer=kfac", *KFAC_PERIODS),
+               _curve("thermo-kfac-ideal", "thermodynamic K-FAC, ideal converters", "optimizer=thermo_kfac",
+                      "device=thermal", *KFAC_PERIODS)) + tuple(
+    _curve(f"thermo-kfac-{b}bit", f"thermodynamic K-FAC, {b}-bit converters and couplings", "optimizer=thermo_kfac",
+           "device=thermal", f"device.dac_bits={b}", f"device.adc_bits={b}", f"device.coupling_bits={b}",
+           *KFAC_PERIODS) for b in BITS)
 
 FIGURES = {figure.name: figure for figure in (
     Figure("fig3", "TNGD paper (arXiv 2405.13817) Fig. 3: TNGD against Adam and exact NGD on MNIST, against "
@@ -123,25 +131,13 @@ FIGURES = {figure.name: figure for figure in (
            note=MNIST_SPLIT + EULER_UNSTABLE),
     Figure("kfac-bits", "Thermodynamic K-FAC paper (arXiv 2502.08603): quantized thermodynamic K-FAC keeps most of "
            "K-FAC's advantage over Adam (MNIST)", "mnist",
-           (ADAM, _curve("kfac", "digital K-FAC", "optimizer=kfac", *KFAC_PERIODS),
-            _curve("thermo-kfac-ideal", "thermodynamic K-FAC, ideal converters", "optimizer=thermo_kfac",
-                   "device=thermal", *KFAC_PERIODS))
-           + tuple(_curve(f"thermo-kfac-{b}bit", f"thermodynamic K-FAC, {b}-bit converters and couplings",
-                          "optimizer=thermo_kfac", "device=thermal", f"device.dac_bits={b}", f"device.adc_bits={b}",
-                          f"device.coupling_bits={b}", *KFAC_PERIODS) for b in BITS),
-           seeds=3, max_steps=300, quick_max_steps=100,
+           BITS_CURVES, seeds=3, max_steps=300, quick_max_steps=100,
            note=MNIST_SPLIT + " The paper's workloads (ViT on ImageNet, a GNN) are out of reach here; factors and "
                               "device refreshed every 10 steps; thermal noise 1e-6; 300 steps (enough for Adam to reach "
                               "90%; a thermodynamic K-FAC step costs about 1 s here)."),
     Figure("kfac-bits-qa", "Thermodynamic K-FAC paper (arXiv 2502.08603): quantized thermodynamic K-FAC keeps most "
            "of K-FAC's advantage over Adam (the QA LoRA task)", "squad",
-           (ADAM, _curve("kfac", "digital K-FAC (lr 0.01)", "optimizer=kfac", *KFAC_PERIODS),
-            _curve("thermo-kfac-ideal", "thermodynamic K-FAC, ideal converters", "optimizer=thermo_kfac",
-                   "device=thermal", *KFAC_PERIODS))
-           + tuple(_curve(f"thermo-kfac-{b}bit", f"thermodynamic K-FAC, {b}-bit converters and couplings",
-                          "optimizer=thermo_kfac", "device=thermal", f"device.dac_bits={b}", f"device.adc_bits={b}",
-                          f"device.coupling_bits={b}", *KFAC_PERIODS) for b in BITS),
-           seeds=1, quick_seeds=1, max_steps=300, quick_max_steps=100, smooth=50,
+           BITS_CURVES, seeds=1, quick_seeds=1, max_steps=300, quick_max_steps=100, smooth=50,
            note="Fig. 5's QA task (MiniLM + LoRA r = 2 on the 38 training articles of the SQuAD v1.1 dev set, batch 8, "
                 "sequence length 128), 300 steps (a third of the epoch; a K-FAC step costs several seconds here); "
                 "K-FAC factors of every LoRA matrix and the span head refreshed every 10 steps, thermal noise 1e-6. "
@@ -247,7 +243,11 @@ def stopped_early(run_dir: str, last_step: int | None = None) -> str | None:
     (divergence or failure, from its summary), or None."""
     if not os.path.exists(os.path.join(run_dir, rundir.SUMMARY)):
         return "no summary (the run failed before its first step)"
-    summary = rundir.read_run(run_dir, last_step)["summary"]
+    return stop_reason(rundir.read_run(run_dir, last_step)["summary"])
+
+
+def stop_reason(summary: dict) -> str | None:
+    """Why the run of ``summary`` stopped before its planned steps (divergence or failure), or None."""
     if summary.get("failed"):
         return f"failed at step {summary['failed']['step']}: {summary['failed']['error']}"
     if summary.get("diverged") and summary["steps"] < summary["planned_steps"]:
