@@ -206,13 +206,14 @@ def _bits_labels() -> list[str]:
 def _advantage_kept(score: dict[str, float], what: str, spec: str, never: str) -> tuple[str, str, str]:
     """The share of digital K-FAC's lead over Adam kept at each bit width, ``(Adam - bits) / (Adam - K-FAC)`` on a
     ``score`` where lower is better (steps to a target); a width that never scores (inf) keeps none."""
+    text = lambda label: f"{score[label]:{spec}}" if np.isfinite(score[label]) else "never"
     gain = score["adam"] - score["kfac"]
     if not np.isfinite(gain) or gain <= 0:
-        return (f"{what}: Adam {score['adam']:{spec}}, K-FAC {score['kfac']:{spec}}", "does not hold",
+        return (f"{what}: Adam {text('adam')}, K-FAC {text('kfac')}", "does not hold",
                 "digital K-FAC has no advantage over Adam to keep on this task")
     kept = {b: (score["adam"] - score[f"thermo-kfac-{b}bit"]) / gain for b in figures.BITS}
-    ours = (f"{what}: Adam {score['adam']:{spec}}, K-FAC {score['kfac']:{spec}}, ideal device "
-            f"{score['thermo-kfac-ideal']:{spec}}; advantage kept: "
+    ours = (f"{what}: Adam {text('adam')}, K-FAC {text('kfac')}, ideal device "
+            f"{text('thermo-kfac-ideal')}; advantage kept: "
             + ", ".join(f"{b} bits {100 * k:.0f}%" if np.isfinite(k) else f"{b} bits none ({never})"
                         for b, k in kept.items()))
     enough = [b for b, k in kept.items() if k >= 0.5]
@@ -240,10 +241,18 @@ def kfac_bits_qa(c):
     steps = {label: np.median(c[label].first_smoothed_below(target, QA_WINDOW)) for label in _bits_labels()}
     ours, verdict, reason = _advantage_kept(steps, f"median steps to Adam's final training loss {target:.3f} "
                                             f"({QA_WINDOW}-step average)", "g", "never gets there")
-    f1 = ", ".join(f"{label} {f:.1f}" if np.isfinite(f := np.mean(c[label].final("test_f1"))) else f"{label} none"
-                   for label in _bits_labels())
-    stops = sorted({why for label in _bits_labels() for why in c[label].stopped()})
-    return ours + f"; test F1: {f1}" + "".join(f"; stopped: {why}" for why in stops[:1]), verdict, reason
+    f1 = ", ".join(f"{label} {_final_f1(c[label])}" for label in _bits_labels())
+    causes = sorted({why.split(": ", 1)[-1] for label in _bits_labels() for why in c[label].stopped()})
+    return ours + f"; test F1: {f1}" + "".join(f"; stopped: {why}" for why in causes), verdict, reason
+
+
+def _final_f1(curve: Curve) -> str:
+    """A curve's final test F1 (mean over seeds), or where its first stopped seed stopped: the last evaluation of
+    a run that failed early is the untrained model's, not a result."""
+    if stops := curve.stopped():
+        return stops[0].split(": ", 1)[0]
+    f1 = np.mean(curve.final("test_f1"))
+    return f"{f1:.1f}" if np.isfinite(f1) else "none"
 
 
 def fig5(c):

@@ -131,9 +131,21 @@ def test_qa_kfac_bits_counts_steps_to_adams_final_loss():
             [0.0], losses=[30.0], steps=[1], stopped="failed at step 0: not positive definite"))
     ours, verdict, reason = claims.kfac_bits_qa(c)
     assert "Adam's final training loss 3.000" in ours and "Adam 300, K-FAC 88" in ours
-    assert "8 bits none (never gets there)" in ours and "12 bits 100%" in ours and "stopped: failed at step 0" in ours
-    assert "thermo-kfac-8bit none, thermo-kfac-12bit 50.0" in ours
+    assert "8 bits none (never gets there)" in ours and "12 bits 100%" in ours
+    # a stopped run's F1 is where it stopped (its last evaluation is the untrained model's); the cause is said once
+    assert "thermo-kfac-8bit failed at step 0, thermo-kfac-12bit 50.0" in ours
+    assert ours.count("not positive definite") == 1 and ours.endswith("; stopped: not positive definite")
     assert verdict == "holds in part" and reason.startswith("at 12 bits")
+
+
+def test_qa_kfac_bits_without_a_kfac_advantage_does_not_hold():
+    """Digital K-FAC never reaching Adam's final loss leaves no advantage to keep: the row says "never", not inf."""
+    flat = curve(run([0.0] * 60, losses=[4.8] * 60, steps=list(range(1, 61))))
+    falling = curve(run([0.0] * 60, losses=[4.8 - i / 20 for i in range(60)], steps=list(range(1, 61))))
+    c = {label: flat for label in claims._bits_labels()} | {"adam": falling}
+    ours, verdict, reason = claims.kfac_bits_qa(c)
+    assert "Adam 60, K-FAC never" in ours and "inf" not in ours
+    assert verdict == "does not hold" and reason == "digital K-FAC has no advantage over Adam to keep on this task"
 
 
 def _fig2_row(n, times, tngd_paper):
