@@ -242,7 +242,7 @@ def kfac_bits_qa(c):
     ours, verdict, reason = _advantage_kept(steps, f"median steps to Adam's final training loss {target:.3f} "
                                             f"({QA_WINDOW}-step average)", "g", "never gets there")
     f1 = ", ".join(f"{label} {_final_f1(c[label])}" for label in _bits_labels())
-    causes = sorted({why.split(": ", 1)[-1] for label in _bits_labels() for why in c[label].stopped()})
+    causes = sorted({_stop_parts(why)[1] for label in _bits_labels() for why in c[label].stopped()})
     return ours + f"; test F1: {f1}" + "".join(f"; stopped: {why}" for why in causes), verdict, reason
 
 
@@ -250,9 +250,16 @@ def _final_f1(curve: Curve) -> str:
     """A curve's final test F1 (mean over seeds), or where its first stopped seed stopped: the last evaluation of
     a run that failed early is the untrained model's, not a result."""
     if stops := curve.stopped():
-        return stops[0].split(": ", 1)[0]
+        return _stop_parts(stops[0])[0]
     f1 = np.mean(curve.final("test_f1"))
     return f"{f1:.1f}" if np.isfinite(f1) else "none"
+
+
+def _stop_parts(why: str) -> tuple[str, str]:
+    """``("failed at step k", cause)`` of a :func:`experiments.figures.stop_reason` text (``"<where>: <cause>"``;
+    the cause may hold colons of its own)."""
+    where, cause = why.split(": ", 1)
+    return where, cause
 
 
 def fig5(c):
